@@ -1,0 +1,274 @@
+//! Blocks: runs of consecutive events, each decodable alone.
+//!
+//! On disk a block is a 13-byte header and a payload:
+//! `codec u8 | decoded_len u32 | stored_len u32 | crc32c u32` (little endian;
+//! the CRC covers the first 9 header bytes and the stored payload). The
+//! decoded payload carries its own dictionaries of stream names, types and tag
+//! strings, so no other block is needed to read it. Seqs are not stored: an
+//! event's seq is its segment's base seq plus its index in the segment.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::codec::{le_u32, put_bytes, put_varint, put_zigzag, Cursor};
+use crate::Error;
+
+/// Block codecs. Persisted: never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Codec {
+    None = 0,
+    Lz4 = 1,
+    Zstd = 2,
+}
+
+impl Codec {
+    fn from_u8(v: u8) -> Option<Codec> {
+        match v {
+            0 => Some(Codec::None),
+            1 => Some(Codec::Lz4),
+            2 => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+}
+
+pub const BLOCK_HEADER_LEN: usize = 13;
+/// No block decodes to more than this; a larger length is corruption.
+pub const MAX_BLOCK_DECODED: u32 = 160 << 20;
+
+/// Event flags. Persisted: never renumber.
+const FLAG_ID: u8 = 1;
+const FLAG_TAGS: u8 = 2;
+const FLAG_BINARY: u8 = 4;
+
+/// One event as stored. `data` holds JSON text, or raw bytes when `binary`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub stream: String,
+    pub revision: u64,
+    pub event_type: String,
+    pub timestamp: i64,
+    pub id: Option<[u8; 16]>,
+    pub tags: Vec<(String, String)>,
+    pub binary: bool,
+    pub data: Bytes,
+}
+
+/// An event read back, with its index in its segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedEvent {
+    pub index: u32,
+    pub event: Event,
+}
+
+/// Encodes `events` (whose index in the segment starts at `first_index`) as
+/// one framed block. Events of one stream must have consecutive revisions.
+pub fn encode_block(events: &[Event], codec: Codec, zstd_level: i32) -> Result<Vec<u8>, Error> {
+    let mut streams: Vec<(&str, u64)> = Vec::new();
+    let mut stream_ix: HashMap<&str, (usize, u64)> = HashMap::new();
+    let mut types: Vec<&str> = Vec::new();
+    let mut type_ix: HashMap<&str, usize> = HashMap::new();
+    let mut strings: Vec<&str> = Vec::new();
+    let mut string_ix: HashMap<&str, usize> = HashMap::new();
+    let mut body = Vec::with_capacity(events.iter().map(|e| e.data.len() + 8).sum());
+    let base_ts = events.first().map_or(0, |e| e.timestamp);
+    let mut prev_ts = base_ts;
+    for e in events {
+        let si = match stream_ix.get_mut(e.stream.as_str()) {
+            Some((i, next)) => {
+                if e.revision != *next {
+                    return Err(Error::Invalid(format!("stream {:?}: revision {} after {}", e.stream, e.revision, *next - 1)));
+                }
+                *next += 1;
+                *i
+            }
+            None => {
+                streams.push((&e.stream, e.revision));
+                stream_ix.insert(&e.stream, (streams.len() - 1, e.revision + 1));
+                streams.len() - 1
+            }
+        };
+        let ti = *type_ix.entry(&e.event_type).or_insert_with(|| {
+            types.push(&e.event_type);
+            types.len() - 1
+        });
+        let mut flags = 0;
+        if e.id.is_some() {
+            flags |= FLAG_ID;
+        }
+        if !e.tags.is_empty() {
+            flags |= FLAG_TAGS;
+        }
+        if e.binary {
+            flags |= FLAG_BINARY;
+        }
+        body.push(flags);
+        put_varint(&mut body, si as u64);
+        put_varint(&mut body, ti as u64);
+        put_zigzag(&mut body, e.timestamp.wrapping_sub(prev_ts));
+        prev_ts = e.timestamp;
+        if let Some(id) = &e.id {
+            body.extend_from_slice(id);
+        }
+        if !e.tags.is_empty() {
+            put_varint(&mut body, e.tags.len() as u64);
+            for (k, v) in &e.tags {
+                for s in [k.as_str(), v.as_str()] {
+                    let i = *string_ix.entry(s).or_insert_with(|| {
+                        strings.push(s);
+                        strings.len() - 1
+                    });
+                    put_varint(&mut body, i as u64);
+                }
+            }
+        }
+        put_bytes(&mut body, &e.data);
+    }
+    let mut raw = Vec::with_capacity(body.len() + 64 * streams.len() + 16);
+    put_varint(&mut raw, events.len() as u64);
+    put_zigzag(&mut raw, base_ts);
+    put_varint(&mut raw, streams.len() as u64);
+    for (name, first) in &streams {
+        put_bytes(&mut raw, name.as_bytes());
+        put_varint(&mut raw, *first);
+    }
+    put_varint(&mut raw, types.len() as u64);
+    for t in &types {
+        put_bytes(&mut raw, t.as_bytes());
+    }
+    put_varint(&mut raw, strings.len() as u64);
+    for s in &strings {
+        put_bytes(&mut raw, s.as_bytes());
+    }
+    raw.extend_from_slice(&body);
+    if raw.len() > MAX_BLOCK_DECODED as usize {
+        return Err(Error::Invalid(format!("block of {} bytes exceeds {MAX_BLOCK_DECODED}", raw.len())));
+    }
+    let stored = match codec {
+        Codec::None => raw.clone(),
+        Codec::Lz4 => lz4_flex::block::compress(&raw),
+        Codec::Zstd => zstd::bulk::compress(&raw, zstd_level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?,
+    };
+    // Compression that does not pay is not kept.
+    let (codec, stored) = if stored.len() >= raw.len() { (Codec::None, raw.clone()) } else { (codec, stored) };
+    let mut out = Vec::with_capacity(BLOCK_HEADER_LEN + stored.len());
+    out.push(codec as u8);
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+    let mut crc = crc32c::crc32c(&out);
+    crc = crc32c::crc32c_append(crc, &stored);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&stored);
+    Ok(out)
+}
+
+/// Decodes one framed block whose first event has index `first_index` in its
+/// segment. `object` names the object in errors.
+pub fn decode_block(frame: &[u8], first_index: u32, object: &str) -> Result<Vec<DecodedEvent>, Error> {
+    let err = |why: String| Error::Corrupt(format!("{object}: block at index {first_index}: {why}"));
+    if frame.len() < BLOCK_HEADER_LEN {
+        return Err(err("truncated header".into()));
+    }
+    let codec = Codec::from_u8(frame[0]).ok_or_else(|| err(format!("unknown codec {}", frame[0])))?;
+    let decoded_len = le_u32(frame, 1);
+    let stored_len = le_u32(frame, 5) as usize;
+    let crc = le_u32(frame, 9);
+    if frame.len() != BLOCK_HEADER_LEN + stored_len {
+        return Err(err(format!("frame is {} bytes, header says {}", frame.len(), BLOCK_HEADER_LEN + stored_len)));
+    }
+    let stored = &frame[BLOCK_HEADER_LEN..];
+    if crc32c::crc32c_append(crc32c::crc32c(&frame[..9]), stored) != crc {
+        return Err(err("checksum mismatch".into()));
+    }
+    if decoded_len > MAX_BLOCK_DECODED {
+        return Err(err(format!("decoded length {decoded_len} too large")));
+    }
+    let raw: std::borrow::Cow<[u8]> = match codec {
+        Codec::None => stored.into(),
+        Codec::Lz4 => lz4_flex::block::decompress(stored, decoded_len as usize)
+            .map_err(|e| err(format!("lz4: {e}")))?
+            .into(),
+        Codec::Zstd => zstd::bulk::decompress(stored, decoded_len as usize)
+            .map_err(|e| err(format!("zstd: {e}")))?
+            .into(),
+    };
+    if raw.len() != decoded_len as usize {
+        return Err(err("decoded length mismatch".into()));
+    }
+    decode_payload(&raw, first_index).map_err(|e| err(e.to_string()))
+}
+
+fn decode_payload(raw: &[u8], first_index: u32) -> Result<Vec<DecodedEvent>, Error> {
+    let mut c = Cursor::new(raw, "payload");
+    // Every event takes at least 5 bytes (flags, stream, type, ts, data len).
+    let n = c.count(5)?;
+    let base_ts = c.zigzag()?;
+    let ns = c.count(2)?;
+    let mut streams = Vec::with_capacity(ns);
+    for _ in 0..ns {
+        streams.push((c.string()?, c.varint()?));
+    }
+    let nt = c.count(1)?;
+    let mut types = Vec::with_capacity(nt);
+    for _ in 0..nt {
+        types.push(c.string()?);
+    }
+    let nstr = c.count(1)?;
+    let mut strings = Vec::with_capacity(nstr);
+    for _ in 0..nstr {
+        strings.push(c.string()?);
+    }
+    let mut next_rev: Vec<u64> = streams.iter().map(|s| s.1).collect();
+    let mut ts = base_ts;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let flags = c.u8()?;
+        if flags & !(FLAG_ID | FLAG_TAGS | FLAG_BINARY) != 0 {
+            return Err(Error::Corrupt(format!("event {i}: unknown flags {flags:#x}")));
+        }
+        let si = c.varint()? as usize;
+        let ti = c.varint()? as usize;
+        let (stream, _) = streams.get(si).ok_or_else(|| Error::Corrupt(format!("event {i}: stream index {si}")))?;
+        let event_type = types.get(ti).ok_or_else(|| Error::Corrupt(format!("event {i}: type index {ti}")))?;
+        ts = ts.wrapping_add(c.zigzag()?);
+        let id = if flags & FLAG_ID != 0 { Some(c.array::<16>()?) } else { None };
+        let mut tags = Vec::new();
+        if flags & FLAG_TAGS != 0 {
+            let nt = c.count(2)?;
+            for _ in 0..nt {
+                let mut kv = [String::new(), String::new()];
+                for s in &mut kv {
+                    let ix = c.varint()? as usize;
+                    *s = strings.get(ix).ok_or_else(|| Error::Corrupt(format!("event {i}: tag string {ix}")))?.clone();
+                }
+                let [k, v] = kv;
+                tags.push((k, v));
+            }
+        }
+        let data = Bytes::copy_from_slice(c.bytes()?);
+        let revision = next_rev[si];
+        next_rev[si] += 1;
+        let index = first_index
+            .checked_add(i as u32)
+            .ok_or_else(|| Error::Corrupt("event index overflows".into()))?;
+        out.push(DecodedEvent {
+            index,
+            event: Event {
+                stream: stream.clone(),
+                revision,
+                event_type: event_type.clone(),
+                timestamp: ts,
+                id,
+                tags,
+                binary: flags & FLAG_BINARY != 0,
+                data,
+            },
+        });
+    }
+    if c.remaining() != 0 {
+        return Err(Error::Corrupt(format!("{} trailing bytes", c.remaining())));
+    }
+    Ok(out)
+}

@@ -1,0 +1,343 @@
+//! Index objects: `[page]* footer trailer`, covering a contiguous seq range.
+//!
+//! The footer (postcard) holds the segment table (sorted by base seq), a
+//! sparse index of the pages (first and last stream name of each), and a
+//! filter of the stream names. Each page is framed like a block (codec,
+//! lengths, CRC32C) and holds a run of the stream table sorted by name: for
+//! each stream its last revision and, per segment, the blocks (offset,
+//! length, first index, first revision) that hold it, so a stream read goes
+//! from a page straight to block range GETs. The trailer is a segment trailer
+//! with magic `CAIRNIDX`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Codec, BLOCK_HEADER_LEN, MAX_BLOCK_DECODED};
+use crate::bloom::{Bloom, BloomHash};
+use crate::codec::le_u32;
+use crate::segment::{split_tail, Footer, MAX_FOOTER_LEN, TRAILER_LEN};
+use crate::Error;
+
+pub const INDEX_MAGIC: &[u8; 8] = b"CAIRNIDX";
+/// Index format version. Persisted.
+pub const INDEX_VERSION: u32 = 1;
+/// A page is closed past this many encoded bytes.
+const PAGE_TARGET: usize = 64 << 10;
+
+/// A segment as the manifest and index objects name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    pub name: String,
+    pub base_seq: u64,
+    pub count: u64,
+    pub bytes: u64,
+    pub footer_offset: u64,
+    pub footer_len: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+impl SegmentRef {
+    pub fn end_seq(&self) -> u64 {
+        self.base_seq + self.count
+    }
+}
+
+/// One block of a segment that holds a stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub offset: u64,
+    pub len: u32,
+    pub first_index: u32,
+    pub count: u32,
+    /// The stream's first revision in the block.
+    pub first_revision: u64,
+}
+
+/// A stream's events in one segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// Index into the segment table.
+    pub segment: u32,
+    pub first_revision: u64,
+    pub count: u32,
+    pub blocks: Vec<BlockRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRuns {
+    pub name: String,
+    pub last_revision: u64,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageMeta {
+    pub first: String,
+    pub last: String,
+    pub offset: u64,
+    pub len: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFooter {
+    pub first_seq: u64,
+    pub end_seq: u64,
+    pub segments: Vec<SegmentRef>,
+    pub pages: Vec<PageMeta>,
+    pub stream_filter: Bloom,
+    pub stream_count: u64,
+}
+
+impl IndexFooter {
+    /// The page that may hold `stream`, if the filter lets it through.
+    pub fn page_for(&self, stream: &str) -> Option<usize> {
+        if !self.stream_filter.may_contain(BloomHash::of(stream.as_bytes())) {
+            return None;
+        }
+        let i = self.pages.partition_point(|p| p.last.as_str() < stream);
+        (i < self.pages.len() && self.pages[i].first.as_str() <= stream).then_some(i)
+    }
+
+    /// The segment holding `seq`.
+    pub fn segment_of(&self, seq: u64) -> Option<usize> {
+        let i = self.segments.partition_point(|s| s.base_seq <= seq);
+        (i > 0 && seq < self.segments[i - 1].end_seq()).then(|| i - 1)
+    }
+
+    fn validate(&self, object: &str) -> Result<(), Error> {
+        let bad = |why: &str| Err(Error::Corrupt(format!("{object}: index footer: {why}")));
+        let mut seq = self.first_seq;
+        for s in &self.segments {
+            if s.base_seq != seq || s.count == 0 {
+                return bad("segment table not contiguous");
+            }
+            seq = match seq.checked_add(s.count) {
+                Some(v) => v,
+                None => return bad("seq overflow"),
+            };
+        }
+        if seq != self.end_seq {
+            return bad("segment table does not cover the seq range");
+        }
+        let mut offset = 0;
+        for w in self.pages.iter() {
+            if w.offset != offset || w.first > w.last {
+                return bad("pages out of place");
+            }
+            offset += u64::from(w.len);
+        }
+        for w in self.pages.windows(2) {
+            if w[0].last >= w[1].first {
+                return bad("pages not sorted");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A built index object.
+pub struct EncodedIndex {
+    pub bytes: Vec<u8>,
+    pub footer_offset: u64,
+    pub footer_len: u32,
+    pub footer: IndexFooter,
+}
+
+/// Collects stream runs from segments (or from other index objects) in seq
+/// order and encodes one index object.
+#[derive(Default)]
+pub struct IndexBuilder {
+    segments: Vec<SegmentRef>,
+    streams: BTreeMap<String, StreamRuns>,
+}
+
+impl IndexBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push_segment(&mut self, seg: SegmentRef) -> Result<u32, Error> {
+        if let Some(last) = self.segments.last() {
+            if last.end_seq() != seg.base_seq {
+                return Err(Error::Invalid(format!("segment {} does not follow {}", seg.name, last.name)));
+            }
+        }
+        self.segments.push(seg);
+        Ok(self.segments.len() as u32 - 1)
+    }
+
+    fn push_run(&mut self, name: &str, run: Run) -> Result<(), Error> {
+        let last = run.first_revision + u64::from(run.count) - 1;
+        match self.streams.get_mut(name) {
+            Some(s) => {
+                if run.first_revision != s.last_revision + 1 {
+                    return Err(Error::Invalid(format!("stream {name:?}: revisions not consecutive across segments")));
+                }
+                s.last_revision = last;
+                s.runs.push(run);
+            }
+            None => {
+                self.streams.insert(name.to_string(), StreamRuns { name: name.to_string(), last_revision: last, runs: vec![run] });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the next segment, from its footer.
+    pub fn add_segment(&mut self, seg: SegmentRef, footer: &Footer) -> Result<(), Error> {
+        let si = self.push_segment(seg)?;
+        for s in &footer.streams {
+            let blocks = s
+                .blocks
+                .iter()
+                .map(|b| {
+                    let m = &footer.blocks[b.block as usize];
+                    BlockRef { offset: m.offset, len: m.len, first_index: m.first_index, count: m.count, first_revision: b.first_revision }
+                })
+                .collect();
+            self.push_run(&s.name, Run { segment: si, first_revision: s.first_revision, count: s.count, blocks })?;
+        }
+        Ok(())
+    }
+
+    /// Adds the whole content of an index object: its footer and all its pages.
+    pub fn add_index(&mut self, footer: &IndexFooter, pages: Vec<Vec<StreamRuns>>) -> Result<(), Error> {
+        let shift = self.segments.len() as u32;
+        for s in &footer.segments {
+            self.push_segment(s.clone())?;
+        }
+        for page in pages {
+            for s in page {
+                for mut run in s.runs {
+                    run.segment += shift;
+                    self.push_run(&s.name, run)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self, codec: Codec, zstd_level: i32) -> Result<EncodedIndex, Error> {
+        let (Some(first), Some(last)) = (self.segments.first(), self.segments.last()) else {
+            return Err(Error::Invalid("an index object covers at least one segment".into()));
+        };
+        let (first_seq, end_seq) = (first.base_seq, last.end_seq());
+        let stream_count = self.streams.len() as u64;
+        let stream_filter = Bloom::from_items(self.streams.keys().map(|s| s.as_bytes()).collect::<Vec<_>>().into_iter());
+        let mut bytes = Vec::new();
+        let mut pages = Vec::new();
+        let mut page: Vec<StreamRuns> = Vec::new();
+        let mut page_size = 0;
+        let mut flush = |page: &mut Vec<StreamRuns>, bytes: &mut Vec<u8>| -> Result<(), Error> {
+            if page.is_empty() {
+                return Ok(());
+            }
+            let raw = postcard::to_stdvec(&*page).map_err(|e| Error::Invalid(format!("index page: {e}")))?;
+            let frame = frame_page(&raw, codec, zstd_level)?;
+            pages.push(PageMeta {
+                first: page[0].name.clone(),
+                last: page[page.len() - 1].name.clone(),
+                offset: bytes.len() as u64,
+                len: frame.len() as u32,
+            });
+            bytes.extend_from_slice(&frame);
+            page.clear();
+            Ok(())
+        };
+        for (_, s) in self.streams {
+            page_size += s.name.len() + 16 + s.runs.iter().map(|r| 16 + r.blocks.len() * 20).sum::<usize>();
+            page.push(s);
+            if page_size >= PAGE_TARGET {
+                flush(&mut page, &mut bytes)?;
+                page_size = 0;
+            }
+        }
+        flush(&mut page, &mut bytes)?;
+        let footer = IndexFooter { first_seq, end_seq, segments: self.segments, pages, stream_filter, stream_count };
+        let footer_offset = bytes.len() as u64;
+        let mut body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("index footer: {e}")))?;
+        if body.len() > MAX_FOOTER_LEN as usize {
+            return Err(Error::Invalid("index footer too large".into()));
+        }
+        let len = body.len() as u32;
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(INDEX_MAGIC);
+        body.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        body.extend_from_slice(&len.to_le_bytes());
+        body.extend_from_slice(&crc.to_le_bytes());
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&footer_offset.to_le_bytes());
+        let footer_len = body.len() as u32;
+        debug_assert_eq!(footer_len as usize, len as usize + TRAILER_LEN);
+        bytes.extend_from_slice(&body);
+        Ok(EncodedIndex { bytes, footer_offset, footer_len, footer })
+    }
+}
+
+fn frame_page(raw: &[u8], codec: Codec, level: i32) -> Result<Vec<u8>, Error> {
+    let stored = match codec {
+        Codec::None => raw.to_vec(),
+        Codec::Lz4 => lz4_flex::block::compress(raw),
+        Codec::Zstd => zstd::bulk::compress(raw, level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?,
+    };
+    let (codec, stored) = if stored.len() >= raw.len() { (Codec::None, raw.to_vec()) } else { (codec, stored) };
+    let mut out = Vec::with_capacity(BLOCK_HEADER_LEN + stored.len());
+    out.push(codec as u8);
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), &stored);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&stored);
+    Ok(out)
+}
+
+/// Decodes an index footer from `tail` (footer + trailer).
+pub fn decode_index_footer(tail: &[u8], footer_offset: Option<u64>, object: &str) -> Result<IndexFooter, Error> {
+    let (t, body) = split_tail(tail, INDEX_MAGIC, INDEX_VERSION, footer_offset, object)?;
+    let footer: IndexFooter = postcard::from_bytes(body).map_err(|e| Error::Corrupt(format!("{object}: index footer: {e}")))?;
+    footer.validate(object)?;
+    if footer.pages.last().map_or(0, |p| p.offset + u64::from(p.len)) != t.footer_offset {
+        return Err(Error::Corrupt(format!("{object}: index footer disagrees with trailer")));
+    }
+    Ok(footer)
+}
+
+/// Decodes one page of an index object.
+pub fn decode_page(frame: &[u8], object: &str) -> Result<Vec<StreamRuns>, Error> {
+    let err = |why: String| Error::Corrupt(format!("{object}: index page: {why}"));
+    if frame.len() < BLOCK_HEADER_LEN {
+        return Err(err("truncated".into()));
+    }
+    let decoded_len = le_u32(frame, 1);
+    let stored_len = le_u32(frame, 5) as usize;
+    if frame.len() != BLOCK_HEADER_LEN + stored_len {
+        return Err(err("length mismatch".into()));
+    }
+    let stored = &frame[BLOCK_HEADER_LEN..];
+    if crc32c::crc32c_append(crc32c::crc32c(&frame[..9]), stored) != le_u32(frame, 9) {
+        return Err(err("checksum mismatch".into()));
+    }
+    if decoded_len > MAX_BLOCK_DECODED {
+        return Err(err("decoded length too large".into()));
+    }
+    let raw: Vec<u8> = match frame[0] {
+        0 => stored.to_vec(),
+        1 => lz4_flex::block::decompress(stored, decoded_len as usize).map_err(|e| err(format!("lz4: {e}")))?,
+        2 => zstd::bulk::decompress(stored, decoded_len as usize).map_err(|e| err(format!("zstd: {e}")))?,
+        c => return Err(err(format!("unknown codec {c}"))),
+    };
+    let page: Vec<StreamRuns> = postcard::from_bytes(&raw).map_err(|e| err(e.to_string()))?;
+    for w in page.windows(2) {
+        if w[0].name >= w[1].name {
+            return Err(err("streams not sorted".into()));
+        }
+    }
+    for s in &page {
+        if s.runs.is_empty() || s.runs.iter().any(|r| r.count == 0 || r.blocks.is_empty()) {
+            return Err(err(format!("stream {:?}: empty run", s.name)));
+        }
+    }
+    Ok(page)
+}

@@ -1,0 +1,124 @@
+//! The JSON documents of a store: `root.json`, manifest versions, GC
+//! boundaries. Field names are persisted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::SegmentRef;
+use crate::Error;
+
+/// A manifest larger than this is refused (DESIGN: hard cap 256 KiB).
+pub const MAX_MANIFEST_BYTES: usize = 256 << 10;
+
+/// `{store}/root.json`: names the live incarnation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Root {
+    pub incarnation: String,
+    pub created_ms: i64,
+}
+
+/// `gc/boundary/{k}.json`: manifest versions below `floor` may be deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Boundary {
+    pub floor: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRef {
+    pub name: String,
+    pub first_seq: u64,
+    pub end_seq: u64,
+    pub bytes: u64,
+    pub footer_offset: u64,
+    pub footer_len: u32,
+}
+
+/// An object no longer referenced, kept for readers until its grace ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    pub name: String,
+    /// The store's clock when it was replaced (ms since the epoch).
+    pub since_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u64,
+    pub commit_id: String,
+    pub parent_commit_id: Option<String>,
+    pub incarnation: String,
+    pub next_seq: u64,
+    pub last_ts: i64,
+    /// Ids of events at or after this seq are checked for idempotency.
+    pub window_start: u64,
+    /// Index objects, oldest first, covering `[0, segments[0].base_seq)`.
+    pub indexes: Vec<IndexRef>,
+    /// Recent segments, oldest first, covering the rest up to `next_seq`.
+    pub segments: Vec<SegmentRef>,
+    #[serde(default)]
+    pub retired: Vec<Retired>,
+}
+
+impl Manifest {
+    /// Version 0 of a fresh incarnation.
+    pub fn genesis(incarnation: &str, commit_id: String) -> Manifest {
+        Manifest {
+            version: 0,
+            commit_id,
+            parent_commit_id: None,
+            incarnation: incarnation.to_string(),
+            next_seq: 0,
+            last_ts: 0,
+            window_start: 0,
+            indexes: Vec::new(),
+            segments: Vec::new(),
+            retired: Vec::new(),
+        }
+    }
+
+    /// Where the recent segments start.
+    pub fn indexed_end(&self) -> u64 {
+        self.indexes.last().map_or(0, |i| i.end_seq)
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        self.validate("manifest")?;
+        let b = serde_json::to_vec(self).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
+        if b.len() > MAX_MANIFEST_BYTES {
+            return Err(Error::Invalid(format!("manifest of {} bytes exceeds {MAX_MANIFEST_BYTES}", b.len())));
+        }
+        Ok(b)
+    }
+
+    pub fn decode(b: &[u8], object: &str) -> Result<Manifest, Error> {
+        if b.len() > MAX_MANIFEST_BYTES {
+            return Err(Error::Corrupt(format!("{object}: manifest of {} bytes is too large", b.len())));
+        }
+        let m: Manifest = serde_json::from_slice(b).map_err(|e| Error::Corrupt(format!("{object}: {e}")))?;
+        m.validate(object)?;
+        Ok(m)
+    }
+
+    fn validate(&self, object: &str) -> Result<(), Error> {
+        let bad = |why: &str| Err(Error::Corrupt(format!("{object}: {why}")));
+        let mut seq = 0;
+        for i in &self.indexes {
+            if i.first_seq != seq || i.end_seq <= i.first_seq {
+                return bad("index objects not contiguous");
+            }
+            seq = i.end_seq;
+        }
+        for s in &self.segments {
+            if s.base_seq != seq || s.count == 0 {
+                return bad("segments not contiguous");
+            }
+            seq = match seq.checked_add(s.count) {
+                Some(v) => v,
+                None => return bad("seq overflow"),
+            };
+        }
+        if seq != self.next_seq || self.window_start > self.next_seq {
+            return bad("next_seq does not match the segments");
+        }
+        Ok(())
+    }
+}

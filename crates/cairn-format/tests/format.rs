@@ -1,0 +1,198 @@
+//! Round trips of every format, and hostile bytes that must never panic.
+
+use bytes::Bytes;
+use cairn_format::block::{decode_block, Codec, Event};
+use cairn_format::index::{decode_index_footer, decode_page, IndexBuilder, SegmentRef};
+use cairn_format::manifest::Manifest;
+use cairn_format::segment::{decode_footer, encode_segment, merge_footers, EncodeOptions, Footer, MergeInput};
+use proptest::prelude::*;
+
+fn arb_events() -> impl Strategy<Value = Vec<Event>> {
+    let ev = (
+        0usize..5,
+        0usize..3,
+        any::<i32>(),
+        proptest::option::of(any::<[u8; 16]>()),
+        proptest::collection::vec((0usize..3, 0usize..3), 0..3),
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..300),
+    );
+    (proptest::collection::vec(ev, 1..120), 0u64..1000).prop_map(|(evs, rev0)| {
+        let mut next = [rev0; 5];
+        evs.into_iter()
+            .map(|(s, t, ts, id, tags, binary, data)| {
+                let revision = next[s];
+                next[s] += 1;
+                Event {
+                    stream: format!("stream-{s}"),
+                    revision,
+                    event_type: format!("Type{t}"),
+                    timestamp: i64::from(ts),
+                    id,
+                    tags: tags.into_iter().map(|(k, v)| (format!("k{k}"), format!("v{v}"))).collect(),
+                    binary,
+                    data: Bytes::from(data),
+                }
+            })
+            .collect()
+    })
+}
+
+fn arb_codec() -> impl Strategy<Value = Codec> {
+    prop_oneof![Just(Codec::None), Just(Codec::Lz4), Just(Codec::Zstd)]
+}
+
+fn read_all(bytes: &[u8], footer: &Footer) -> Result<Vec<Event>, cairn_format::Error> {
+    let mut out = Vec::new();
+    for b in &footer.blocks {
+        let frame = &bytes[b.offset as usize..(b.offset + u64::from(b.len)) as usize];
+        let evs = decode_block(frame, b.first_index, "seg")?;
+        assert_eq!(evs.len() as u32, b.count);
+        out.extend(evs.into_iter().map(|d| d.event));
+    }
+    Ok(out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn segments_round_trip(events in arb_events(), codec in arb_codec(), target in 1usize..4000) {
+        let opts = EncodeOptions { codec, zstd_level: 1, block_target: target };
+        let seg = encode_segment(&events, &opts).unwrap();
+        let tail = &seg.bytes[seg.footer_offset as usize..];
+        prop_assert_eq!(tail.len() as u32, seg.footer_len);
+        let footer = decode_footer(tail, Some(seg.footer_offset), "seg").unwrap();
+        prop_assert_eq!(&footer, &seg.footer);
+        prop_assert_eq!(read_all(&seg.bytes, &footer).unwrap(), events.clone());
+        for e in &events {
+            let s = footer.stream(&e.stream).unwrap();
+            prop_assert!(s.first_revision <= e.revision && e.revision <= s.last_revision());
+            for (k, v) in &e.tags {
+                prop_assert!(!footer.tag_blocks(k, v).is_empty());
+            }
+            if let Some(id) = e.id {
+                let h = cairn_format::bloom::BloomHash::of(&id);
+                prop_assert!(footer.id_candidates(h).count() > 0);
+            }
+        }
+        prop_assert!(footer.stream("absent-stream").is_none() || footer.streams.iter().all(|s| s.name != "absent-stream"));
+    }
+
+    #[test]
+    fn flipped_bytes_never_give_wrong_events(events in arb_events(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let seg = encode_segment(&events, &EncodeOptions::default()).unwrap();
+        let mut bytes = seg.bytes.clone();
+        let p = pos.index(bytes.len());
+        bytes[p] ^= 1 << bit;
+        let tail = &bytes[seg.footer_offset as usize..];
+        match decode_footer(tail, Some(seg.footer_offset), "seg") {
+            Err(e) => prop_assert!(e.to_string().contains("seg")),
+            Ok(footer) => {
+                // The flip hit a block: its checksum must catch it.
+                prop_assert!(read_all(&bytes, &footer).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_random_bytes_are_errors(events in arb_events(), cut in any::<prop::sample::Index>(), junk in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let seg = encode_segment(&events, &EncodeOptions::default()).unwrap();
+        let tail = &seg.bytes[seg.footer_offset as usize..];
+        let c = cut.index(tail.len());
+        prop_assert!(decode_footer(&tail[c..], None, "seg").is_err() || c == 0);
+        prop_assert!(decode_footer(&tail[..c], None, "seg").is_err());
+        let _ = decode_footer(&junk, None, "junk");
+        let _ = decode_block(&junk, 0, "junk");
+        let _ = decode_index_footer(&junk, None, "junk");
+        let _ = decode_page(&junk, "junk");
+        let _ = Manifest::decode(&junk, "junk");
+        let mut framed = junk.clone();
+        framed.extend_from_slice(&tail[tail.len() - 32..]);
+        let _ = decode_footer(&framed, None, "junk");
+    }
+
+    #[test]
+    fn merged_footers_equal_one_segment(events in arb_events(), split in any::<prop::sample::Index>()) {
+        // Rolling up two segments equals encoding their events as one: same
+        // blocks, same events, same stream directory.
+        let cut = split.index(events.len()).max(1).min(events.len());
+        let opts = EncodeOptions { block_target: 500, ..EncodeOptions::default() };
+        let (a, b) = (&events[..cut], &events[cut..]);
+        let sa = encode_segment(a, &opts).unwrap();
+        let mut bytes = sa.bytes[..sa.footer_offset as usize].to_vec();
+        let mut inputs = vec![MergeInput { footer: &sa.footer, byte_offset: 0, index_offset: 0 }];
+        let sb;
+        if !b.is_empty() {
+            sb = encode_segment(b, &opts).unwrap();
+            inputs.push(MergeInput { footer: &sb.footer, byte_offset: bytes.len() as u64, index_offset: a.len() as u32 });
+            bytes.extend_from_slice(&sb.bytes[..sb.footer_offset as usize]);
+        }
+        let merged = merge_footers(&inputs).unwrap();
+        let off = bytes.len() as u64;
+        bytes.extend_from_slice(&cairn_format::segment::encode_footer(&merged, off).unwrap());
+        let footer = decode_footer(&bytes[off as usize..], Some(off), "merged").unwrap();
+        prop_assert_eq!(read_all(&bytes, &footer).unwrap(), events.clone());
+        let whole = encode_segment(&events, &opts).unwrap().footer;
+        for s in &whole.streams {
+            let m = footer.stream(&s.name).unwrap();
+            prop_assert_eq!((m.first_revision, m.count), (s.first_revision, s.count));
+        }
+    }
+
+    #[test]
+    fn index_objects_round_trip_and_merge(events in arb_events(), parts in 1usize..5) {
+        let chunk = events.len().div_ceil(parts);
+        let mut segs = Vec::new();
+        let mut base = 0u64;
+        for (i, c) in events.chunks(chunk).enumerate() {
+            let s = encode_segment(c, &EncodeOptions::default()).unwrap();
+            let r = SegmentRef { name: format!("s{i}"), base_seq: base, count: c.len() as u64, bytes: s.bytes.len() as u64,
+                footer_offset: s.footer_offset, footer_len: s.footer_len, min_ts: 0, max_ts: 0 };
+            base += c.len() as u64;
+            segs.push((r, s.footer));
+        }
+        let mut whole = IndexBuilder::new();
+        for (r, f) in &segs { whole.add_segment(r.clone(), f).unwrap(); }
+        let whole = whole.finish(Codec::Zstd, 1).unwrap();
+        let decode = |bytes: &[u8], off: u64| {
+            let footer = decode_index_footer(&bytes[off as usize..], Some(off), "idx").unwrap();
+            let pages: Vec<_> = footer.pages.iter().map(|p| decode_page(&bytes[p.offset as usize..(p.offset + u64::from(p.len)) as usize], "idx").unwrap()).collect();
+            (footer, pages)
+        };
+        let (wf, wp) = decode(&whole.bytes, whole.footer_offset);
+        prop_assert_eq!(&wf, &whole.footer);
+        // An index built from halves and merged equals one built whole.
+        let mid = segs.len() / 2;
+        let mut merged = IndexBuilder::new();
+        for part in [&segs[..mid], &segs[mid..]] {
+            if part.is_empty() { continue; }
+            let mut b = IndexBuilder::new();
+            for (r, f) in part { b.add_segment(r.clone(), f).unwrap(); }
+            let e = b.finish(Codec::Lz4, 1).unwrap();
+            let (f, p) = decode(&e.bytes, e.footer_offset);
+            merged.add_index(&f, p).unwrap();
+        }
+        let merged = merged.finish(Codec::Zstd, 1).unwrap();
+        let (mf, mp) = decode(&merged.bytes, merged.footer_offset);
+        prop_assert_eq!(mf, wf.clone());
+        prop_assert_eq!(mp, wp.clone());
+        for e in &events {
+            let page = wf.page_for(&e.stream).unwrap();
+            let s = wp[page].iter().find(|s| s.name == e.stream).unwrap();
+            prop_assert!(e.revision <= s.last_revision);
+        }
+    }
+
+    #[test]
+    fn manifests_round_trip(n in 0u64..5, next in 1u64..100) {
+        let mut m = Manifest::genesis("inc", "c1".into());
+        m.version = n;
+        m.next_seq = next;
+        m.segments.push(SegmentRef { name: "a".into(), base_seq: 0, count: next, bytes: 10, footer_offset: 5, footer_len: 5, min_ts: 0, max_ts: 0 });
+        let b = m.encode().unwrap();
+        prop_assert_eq!(Manifest::decode(&b, "m").unwrap(), m.clone());
+        m.next_seq += 1;
+        prop_assert!(m.encode().is_err());
+    }
+}
