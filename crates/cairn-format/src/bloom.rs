@@ -16,7 +16,7 @@ pub struct Bloom {
 
 /// The two halves of an item's hash, computed once and probed many times.
 #[derive(Clone, Copy, Debug)]
-pub struct BloomHash(u64, u64);
+pub struct BloomHash(pub u64, pub u64);
 
 impl BloomHash {
     pub fn of(item: &[u8]) -> Self {

@@ -1,0 +1,97 @@
+//! Byte-bounded caches keyed by immutable object names (and offsets):
+//! nothing is ever invalidated, because nothing cached ever changes.
+
+use std::sync::Arc;
+
+use cairn_format::block::DecodedEvent;
+use cairn_format::index::{IndexFooter, StreamRuns};
+use cairn_format::segment::Footer;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+
+#[derive(Clone)]
+struct ByWeight;
+
+pub trait Weigh {
+    fn weight(&self) -> u64;
+}
+
+impl<K, V: Weigh> Weighter<K, V> for ByWeight {
+    fn weight(&self, _k: &K, v: &V) -> u64 {
+        v.weight().max(1)
+    }
+}
+
+#[derive(Clone)]
+pub struct Sized<T>(pub Arc<T>, pub u64);
+
+impl<T> Weigh for Sized<T> {
+    fn weight(&self) -> u64 {
+        self.1
+    }
+}
+
+type C<K, V> = Cache<K, Sized<V>, ByWeight>;
+
+/// Footers and pages (metadata) share one budget, decoded blocks another.
+pub struct Caches {
+    footers: C<Arc<str>, Footer>,
+    index_footers: C<Arc<str>, IndexFooter>,
+    pages: C<(Arc<str>, u64), Vec<StreamRuns>>,
+    blocks: C<(Arc<str>, u64), Vec<DecodedEvent>>,
+}
+
+fn footer_weight(f: &Footer) -> u64 {
+    (f.blocks.len() * 48 + f.streams.iter().map(|s| s.name.len() + 48 + s.blocks.len() * 16).sum::<usize>()
+        + f.tags.len() * 64
+        + f.stream_filter.byte_len()
+        + f.id_filters.iter().map(|i| i.filter.byte_len() + 16).sum::<usize>()) as u64
+}
+
+pub fn block_weight(events: &[DecodedEvent]) -> u64 {
+    events.iter().map(|e| (e.event.data.len() + e.event.stream.len() + e.event.event_type.len() + 96) as u64).sum()
+}
+
+impl Caches {
+    pub fn new(meta_bytes: u64, block_bytes: u64) -> Self {
+        let meta = meta_bytes / 3;
+        Caches {
+            footers: Cache::with_weighter(1024, meta.max(1), ByWeight),
+            index_footers: Cache::with_weighter(256, meta.max(1), ByWeight),
+            pages: Cache::with_weighter(1024, meta.max(1), ByWeight),
+            blocks: Cache::with_weighter(1024, block_bytes.max(1), ByWeight),
+        }
+    }
+
+    pub fn footer(&self, name: &str) -> Option<Arc<Footer>> {
+        self.footers.get(name).map(|s| s.0)
+    }
+    pub fn put_footer(&self, name: Arc<str>, f: Arc<Footer>) {
+        let w = footer_weight(&f);
+        self.footers.insert(name, Sized(f, w));
+    }
+    pub fn index_footer(&self, name: &str) -> Option<Arc<IndexFooter>> {
+        self.index_footers.get(name).map(|s| s.0)
+    }
+    pub fn put_index_footer(&self, name: Arc<str>, f: Arc<IndexFooter>) {
+        let w = (f.segments.len() * 96 + f.pages.len() * 64 + f.stream_filter.byte_len()) as u64;
+        self.index_footers.insert(name, Sized(f, w));
+    }
+    pub fn page(&self, name: &Arc<str>, offset: u64) -> Option<Arc<Vec<StreamRuns>>> {
+        self.pages.get(&(name.clone(), offset)).map(|s| s.0)
+    }
+    pub fn put_page(&self, name: Arc<str>, offset: u64, p: Arc<Vec<StreamRuns>>, w: u64) {
+        self.pages.insert((name, offset), Sized(p, w));
+    }
+    pub fn block(&self, name: &Arc<str>, offset: u64) -> Option<Arc<Vec<DecodedEvent>>> {
+        self.blocks.get(&(name.clone(), offset)).map(|s| s.0)
+    }
+    pub fn put_block(&self, name: Arc<str>, offset: u64, b: Arc<Vec<DecodedEvent>>) {
+        let w = block_weight(&b);
+        self.blocks.insert((name, offset), Sized(b, w));
+    }
+    /// Bytes held: (metadata, blocks).
+    pub fn weights(&self) -> (u64, u64) {
+        (self.footers.weight() + self.index_footers.weight() + self.pages.weight(), self.blocks.weight())
+    }
+}

@@ -1,0 +1,96 @@
+//! Errors, one enum per operation, each listing only what it can return.
+
+use std::time::Duration;
+
+/// A failure of object storage itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    #[error("object not found: {0}")]
+    NotFound(String),
+    #[error("storage unavailable: {0}")]
+    Backend(String),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<cairn_format::Error> for StorageError {
+    fn from(e: cairn_format::Error) -> Self {
+        StorageError::Corrupt(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid store name {0:?}: must match ^[a-z0-9][a-z0-9-]{{0,62}}$")]
+    InvalidName(String),
+    #[error("store not found: {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// One stream whose expectation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConflict {
+    pub stream: String,
+    pub expected: crate::Expectation,
+    /// `None` when the stream has no events.
+    pub current_revision: Option<u64>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("store not found: {0}")]
+    StoreNotFound(String),
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    #[error("wrong expected revision")]
+    WrongExpectedRevision(Vec<StreamConflict>),
+    #[error("idempotency conflict: {0}")]
+    IdempotencyConflict(String),
+    /// Not known whether the batch was committed; retrying with the same
+    /// event ids is safe.
+    #[error("commit outcome unknown")]
+    CommitOutcomeUnknown,
+    /// Nothing was written.
+    #[error("overloaded: too many conflicting commits")]
+    Overloaded { retry_after: Duration },
+    /// Nothing was written.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// Nothing was written.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("store not found: {0}")]
+    StoreNotFound(String),
+    #[error("invalid read: {0}")]
+    Invalid(String),
+    #[error("position {from} is beyond the end ({next})")]
+    PositionBeyondEnd { from: u64, next: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(s) => ReadError::StoreNotFound(s),
+            StoreError::InvalidName(s) => ReadError::Invalid(format!("invalid store name {s:?}")),
+            StoreError::Storage(e) => ReadError::Storage(e),
+        }
+    }
+}
+
+impl From<StoreError> for AppendError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(s) => AppendError::StoreNotFound(s),
+            StoreError::InvalidName(s) => AppendError::Invalid(format!("invalid store name {s:?}")),
+            StoreError::Storage(e) => AppendError::Storage(e),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Object access: the paths of a store, conditional create, and reads retried
+//! with back-off in one place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::StorageError;
+
+/// Where a store's objects live (DESIGN "Objects of a store").
+#[derive(Clone, Debug)]
+pub struct StorePaths {
+    pub store: String,
+    pub incarnation: String,
+    base: String,
+}
+
+impl StorePaths {
+    pub fn new(store: &str, incarnation: &str) -> Self {
+        StorePaths { store: store.into(), incarnation: incarnation.into(), base: format!("{store}/{incarnation}") }
+    }
+    pub fn root(store: &str) -> Path {
+        Path::from(format!("{store}/root.json"))
+    }
+    pub fn prefix(&self) -> Path {
+        Path::from(self.base.as_str())
+    }
+    pub fn manifest_dir(&self) -> Path {
+        Path::from(format!("{}/manifest", self.base))
+    }
+    pub fn manifest(&self, v: u64) -> Path {
+        Path::from(format!("{}/manifest/{v:020}.json", self.base))
+    }
+    pub fn boundary_dir(&self) -> Path {
+        Path::from(format!("{}/gc/boundary", self.base))
+    }
+    pub fn boundary(&self, k: u64) -> Path {
+        Path::from(format!("{}/gc/boundary/{k:020}.json", self.base))
+    }
+    pub fn clock(&self) -> Path {
+        Path::from(format!("{}/gc/clock", self.base))
+    }
+    pub fn seg_dir(&self) -> Path {
+        Path::from(format!("{}/seg", self.base))
+    }
+    pub fn idx_dir(&self) -> Path {
+        Path::from(format!("{}/idx", self.base))
+    }
+    /// Segments and index objects are named by their file name alone.
+    pub fn object(&self, name: &str) -> Path {
+        let dir = if name.ends_with(".idx") { "idx" } else { "seg" };
+        Path::from(format!("{}/{dir}/{name}", self.base))
+    }
+}
+
+/// The number in a file name such as `00000000000000000042.json`.
+pub fn numbered(path: &Path) -> Option<u64> {
+    path.filename()?.strip_suffix(".json")?.parse().ok()
+}
+
+/// What a create-if-absent put came back with.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created,
+    /// Either someone else's object is there, or ours landed and the answer
+    /// was lost (object_store retries a 500 into `AlreadyExists`): read back.
+    AlreadyExists,
+}
+
+#[derive(Clone, Debug)]
+pub struct Objects {
+    pub inner: Arc<dyn ObjectStore>,
+    retry: Duration,
+}
+
+fn transient(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+    )
+}
+
+impl Objects {
+    pub fn new(inner: Arc<dyn ObjectStore>, retry: Duration) -> Self {
+        Objects { inner, retry }
+    }
+
+    /// Retries transient failures of an idempotent request until `self.retry`
+    /// has passed, with exponential back-off.
+    async fn retrying<T, F, Fut>(&self, what: &str, path: &Path, mut f: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let start = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NotFound(path.to_string())),
+                Err(e) if transient(&e) && start.elapsed() < self.retry => {
+                    tracing::debug!(%path, error = %e, "{what} failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(StorageError::Backend(format!("{what} {path}: {e}"))),
+            }
+        }
+    }
+
+    pub async fn get(&self, path: &Path) -> Result<Bytes, StorageError> {
+        self.retrying("get", path, || async { self.inner.get(path).await?.bytes().await }).await
+    }
+
+    /// `Ok(None)` for an absent object.
+    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>, StorageError> {
+        match self.get(path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Bytes, StorageError> {
+        let want = range.end - range.start;
+        let b = self.retrying("get_range", path, || self.inner.get_range(path, range.clone())).await?;
+        if b.len() as u64 != want {
+            return Err(StorageError::Corrupt(format!("{path}: range read returned {} bytes, wanted {want}", b.len())));
+        }
+        Ok(b)
+    }
+
+    pub async fn head(&self, path: &Path) -> Result<ObjectMeta, StorageError> {
+        self.retrying("head", path, || self.inner.head(path)).await
+    }
+
+    /// An unconditional put: only for objects with fresh unique names (or the
+    /// clock object), where a repeat is harmless.
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
+        self.retrying("put", path, || self.inner.put(path, PutPayload::from_bytes(bytes.clone()))).await.map(|_| ())
+    }
+
+    /// One create-if-absent attempt. Errors are returned, not retried: the
+    /// caller resolves an unknown outcome by reading back.
+    pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<CreateOutcome, StorageError> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.inner.put_opts(path, PutPayload::from_bytes(bytes), opts).await {
+            Ok(_) => Ok(CreateOutcome::Created),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(CreateOutcome::AlreadyExists),
+            Err(e) => Err(StorageError::Backend(format!("create {path}: {e}"))),
+        }
+    }
+
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.retrying("list", prefix, || self.inner.list(Some(prefix)).try_collect::<Vec<_>>()).await
+    }
+
+    /// Lists objects under `prefix` whose path sorts after `offset`.
+    pub async fn list_after(&self, prefix: &Path, offset: &Path) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.retrying("list", prefix, || self.inner.list_with_offset(Some(prefix), offset).try_collect::<Vec<_>>()).await
+    }
+
+    pub async fn delete(&self, path: &Path) -> Result<(), StorageError> {
+        match self.retrying("delete", path, || self.inner.delete(path)).await {
+            Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes everything under `prefix`.
+    pub async fn purge(&self, prefix: &Path) -> Result<usize, StorageError> {
+        let objs = self.list(prefix).await?;
+        for o in &objs {
+            self.delete(&o.location).await?;
+        }
+        Ok(objs.len())
+    }
+}

@@ -1,0 +1,506 @@
+//! Reads: the whole store from a seq, one stream from a revision, stream
+//! heads, and id look-ups for idempotency.
+//!
+//! A reader takes the newest manifest when it starts and never pins it: when
+//! an object it needs was collected (404), it reloads the manifest and
+//! resumes from its cursor (a seq or a revision), which roll-up never
+//! changes. Memory is bounded by the range size times the read-ahead.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use cairn_format::block::{DecodedEvent, Event, BLOCK_HEADER_LEN};
+use cairn_format::bloom::BloomHash;
+use cairn_format::index::SegmentRef;
+use cairn_format::manifest::Manifest;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+
+use crate::error::{ReadError, StorageError};
+use crate::store::Store;
+use crate::writer::{stream_hash, IdHit};
+
+/// An event with its position in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadEvent {
+    pub seq: u64,
+    pub event: Event,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReadOptions {
+    /// At most this many events (`None`: no bound).
+    pub limit: Option<usize>,
+    /// Only events with this tag.
+    pub tag: Option<(String, String)>,
+}
+
+fn has_tag(e: &Event, tag: &Option<(String, String)>) -> bool {
+    tag.as_ref().is_none_or(|(k, v)| e.tags.iter().any(|(a, b)| a == k && b == v))
+}
+
+/// The last revision of `stream` as of manifest `m`: recent segments newest
+/// first, then index objects newest first, each skipped by its filter.
+pub(crate) async fn head(store: &Store, m: &Manifest, stream: &str) -> Result<Option<u64>, StorageError> {
+    for seg in m.segments.iter().rev() {
+        let f = store.footer(seg).await?;
+        if let Some(s) = f.stream(stream) {
+            return Ok(Some(s.last_revision()));
+        }
+    }
+    for idx in m.indexes.iter().rev() {
+        let f = store.index_footer(idx).await?;
+        if let Some(p) = f.page_for(stream) {
+            let page = store.page(&idx.name, &f.pages[p]).await?;
+            if let Ok(i) = page.binary_search_by(|s| s.name.as_str().cmp(stream)) {
+                return Ok(Some(page[i].last_revision));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A block of a stream: where it is and the stream's first revision in it.
+#[derive(Clone, Debug)]
+struct StreamBlockLoc {
+    segment: Arc<str>,
+    base_seq: u64,
+    offset: u64,
+    len: u32,
+    first_index: u32,
+    first_revision: u64,
+}
+
+/// Every block holding `stream`, in revision order.
+async fn stream_blocks(store: &Store, m: &Manifest, stream: &str) -> Result<Vec<StreamBlockLoc>, StorageError> {
+    let mut out = Vec::new();
+    for idx in &m.indexes {
+        let f = store.index_footer(idx).await?;
+        let Some(p) = f.page_for(stream) else { continue };
+        let page = store.page(&idx.name, &f.pages[p]).await?;
+        let Ok(i) = page.binary_search_by(|s| s.name.as_str().cmp(stream)) else { continue };
+        for run in &page[i].runs {
+            let seg = f
+                .segments
+                .get(run.segment as usize)
+                .ok_or_else(|| StorageError::Corrupt(format!("{}: run names segment {}", idx.name, run.segment)))?;
+            let name: Arc<str> = seg.name.as_str().into();
+            for b in &run.blocks {
+                out.push(StreamBlockLoc { segment: name.clone(), base_seq: seg.base_seq, offset: b.offset, len: b.len, first_index: b.first_index, first_revision: b.first_revision });
+            }
+        }
+    }
+    for seg in &m.segments {
+        let f = store.footer(seg).await?;
+        let Some(s) = f.stream(stream) else { continue };
+        let name: Arc<str> = seg.name.as_str().into();
+        for b in &s.blocks {
+            let meta = &f.blocks[b.block as usize];
+            out.push(StreamBlockLoc { segment: name.clone(), base_seq: seg.base_seq, offset: meta.offset, len: meta.len, first_index: meta.first_index, first_revision: b.first_revision });
+        }
+    }
+    Ok(out)
+}
+
+/// Up to `n` events of `stream` from revision `from`, forwards.
+pub(crate) async fn stream_events(store: &Arc<Store>, m: &Arc<Manifest>, stream: &str, from: u64, n: usize) -> Result<Vec<ReadEvent>, StorageError> {
+    let mut scan = StreamScan::at(store.clone(), m.clone(), stream, Some(from), Direction::Forward, ReadOptions { limit: Some(n), tag: None }).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = scan.next_chunk().await.map_err(|e| match e {
+        ReadError::Storage(s) => s,
+        other => StorageError::Backend(other.to_string()),
+    })? {
+        out.extend(chunk);
+    }
+    Ok(out)
+}
+
+/// Finds ids among the events of the seq ranges `gaps`, by the segments' id
+/// filters; candidates are confirmed by decoding their blocks.
+pub(crate) async fn find_ids(store: &Store, m: &Manifest, gaps: &[(u64, u64)], ids: &[[u8; 16]]) -> Result<HashMap<[u8; 16], IdHit>, StorageError> {
+    let mut found = HashMap::new();
+    let hashes: Vec<BloomHash> = ids.iter().map(|i| BloomHash::of(i)).collect();
+    for &(from, to) in gaps {
+        for seg in store.segments_between(m, from, to).await? {
+            let f = store.footer(&seg).await?;
+            let mut blocks: Vec<usize> = Vec::new();
+            for h in &hashes {
+                for (first, count) in f.id_candidates(*h) {
+                    let (Some(a), Some(b)) = (f.block_of(first), f.block_of(first + count - 1)) else { continue };
+                    blocks.extend(a..=b);
+                }
+            }
+            blocks.sort_unstable();
+            blocks.dedup();
+            for bi in blocks {
+                let b = &f.blocks[bi];
+                let evs = store.block(&seg.name, b.offset, b.len, b.first_index, false).await?;
+                for d in evs.iter() {
+                    let seq = seg.base_seq + u64::from(d.index);
+                    if seq < from || seq >= to {
+                        continue;
+                    }
+                    if let Some(id) = d.event.id {
+                        if ids.contains(&id) {
+                            found.insert(id, IdHit { seq, revision: d.event.revision, stream_hash: stream_hash(&d.event.stream) });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A range GET over adjacent blocks of one segment.
+struct Unit {
+    seg: SegmentRef,
+    /// (offset, len, first_index) of each block, adjacent.
+    blocks: Vec<(u64, u32, u32)>,
+    /// The seq this unit's scan reaches (for `next`).
+    end_seq: u64,
+}
+
+type Fetched = Result<(u64, Vec<Arc<Vec<DecodedEvent>>>, u64), StorageError>;
+
+/// A read of the whole store from a seq, in seq order.
+pub struct StoreScan {
+    store: Arc<Store>,
+    view: Arc<Manifest>,
+    pos: u64,
+    end: u64,
+    left: usize,
+    tag: Option<(String, String)>,
+    budget: u64,
+    segments: VecDeque<SegmentRef>,
+    units: VecDeque<Unit>,
+    inflight: FuturesOrdered<BoxFuture<'static, Fetched>>,
+}
+
+impl StoreScan {
+    pub(crate) async fn new(store: Arc<Store>, from: u64, opts: ReadOptions) -> Result<StoreScan, ReadError> {
+        let mut view = store.current();
+        if from >= view.next_seq {
+            view = store.refresh().await?;
+        }
+        if from > view.next_seq {
+            return Err(ReadError::PositionBeyondEnd { from, next: view.next_seq });
+        }
+        let budget = store.shared.config.tag_scan_budget;
+        let mut s = StoreScan {
+            store,
+            end: view.next_seq,
+            view,
+            pos: from,
+            left: opts.limit.unwrap_or(usize::MAX),
+            tag: opts.tag,
+            budget,
+            segments: VecDeque::new(),
+            units: VecDeque::new(),
+            inflight: FuturesOrdered::new(),
+        };
+        s.plan().await?;
+        Ok(s)
+    }
+
+    /// Where to continue: the seq after the last one scanned.
+    pub fn next(&self) -> u64 {
+        self.pos
+    }
+
+    /// The store's next seq when the read started.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    async fn plan(&mut self) -> Result<(), StorageError> {
+        self.units.clear();
+        self.inflight = FuturesOrdered::new();
+        self.segments = self.store.segments_between(&self.view, self.pos, self.end).await?.into();
+        Ok(())
+    }
+
+    /// Plans the units of the next segment.
+    async fn plan_segment(&mut self) -> Result<bool, StorageError> {
+        let Some(seg) = self.segments.pop_front() else { return Ok(false) };
+        let f = self.store.footer(&seg).await?;
+        let max = self.store.shared.config.scan_range_bytes;
+        let first_index = self.pos.saturating_sub(seg.base_seq) as u32;
+        let start = f.block_of(first_index).unwrap_or(0);
+        let wanted: Vec<usize> = match &self.tag {
+            None => (start..f.blocks.len()).collect(),
+            Some((k, v)) => f.tag_blocks(k, v).iter().map(|b| *b as usize).filter(|b| *b >= start).collect(),
+        };
+        let mut unit: Option<Unit> = None;
+        for bi in wanted {
+            let b = &f.blocks[bi];
+            let adjacent = unit.as_ref().is_some_and(|u| {
+                let (o, l, _) = u.blocks[u.blocks.len() - 1];
+                o + u64::from(l) == b.offset && b.offset + u64::from(b.len) - u.blocks[0].0 <= max
+            });
+            if !adjacent {
+                if let Some(u) = unit.take() {
+                    self.units.push_back(u);
+                }
+                unit = Some(Unit { seg: seg.clone(), blocks: Vec::new(), end_seq: 0 });
+            }
+            if let Some(u) = unit.as_mut() {
+                u.blocks.push((b.offset, b.len, b.first_index));
+                u.end_seq = seg.base_seq + u64::from(b.first_index + b.count);
+            }
+        }
+        if let Some(u) = unit.take() {
+            self.units.push_back(u);
+        }
+        // A tag read that skips a whole segment has still scanned it.
+        if self.units.is_empty() && self.inflight.is_empty() {
+            self.pos = self.pos.max(seg.end_seq());
+        }
+        self.budget = self.budget.saturating_sub(f.blocks.len() as u64 * 64);
+        Ok(true)
+    }
+
+    fn fetch(&self, u: Unit) -> BoxFuture<'static, Fetched> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let name = u.seg.name.as_str();
+            let all_cached: Option<Vec<_>> = u.blocks.iter().map(|(o, _, _)| store.shared.caches.block(&name.into(), *o)).collect();
+            if let Some(blocks) = all_cached {
+                return Ok((u.seg.base_seq, blocks, u.end_seq));
+            }
+            let start = u.blocks[0].0;
+            let (lo, ll, _) = u.blocks[u.blocks.len() - 1];
+            let bytes = store.shared.objects.get_range(&store.paths.object(name), start..lo + u64::from(ll)).await?;
+            let mut out = Vec::with_capacity(u.blocks.len());
+            for (o, l, fi) in &u.blocks {
+                let at = (o - start) as usize;
+                let frame = bytes.get(at..at + *l as usize).filter(|f| f.len() >= BLOCK_HEADER_LEN).ok_or_else(|| StorageError::Corrupt(format!("{name}: short range")))?;
+                out.push(store.decode_cached(name, *o, frame, *fi)?);
+            }
+            Ok((u.seg.base_seq, out, u.end_seq))
+        })
+    }
+
+    /// The next events, or `None` at the end (of the store as it was when
+    /// the read started, of the limit, or of the tag scan budget).
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<ReadEvent>>, ReadError> {
+        loop {
+            if self.left == 0 || self.pos >= self.end {
+                return Ok(None);
+            }
+            while self.inflight.len() < self.store.shared.config.read_ahead.max(1) {
+                if let Some(u) = self.units.pop_front() {
+                    let f = self.fetch(u);
+                    self.inflight.push_back(f);
+                    continue;
+                }
+                if self.tag.is_some() && self.budget == 0 {
+                    break;
+                }
+                let before = self.pos;
+                match self.plan_segment().await {
+                    Ok(true) => {
+                        if self.pos != before && self.units.is_empty() {
+                            // A skipped segment: report progress.
+                            return Ok(Some(Vec::new()));
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(StorageError::NotFound(_)) => {
+                        self.resume().await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let Some(r) = self.inflight.next().await else {
+                if self.tag.is_some() && self.budget == 0 {
+                    return Ok(None);
+                }
+                self.pos = self.end;
+                return Ok(None);
+            };
+            let (base, blocks, unit_end) = match r {
+                Ok(v) => v,
+                Err(StorageError::NotFound(_)) => {
+                    self.resume().await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            let mut last = None;
+            'blocks: for b in &blocks {
+                if self.tag.is_some() {
+                    self.budget = self.budget.saturating_sub(crate::cache::block_weight(b));
+                }
+                for d in b.iter() {
+                    let seq = base + u64::from(d.index);
+                    if seq < self.pos || seq >= self.end {
+                        continue;
+                    }
+                    if has_tag(&d.event, &self.tag) {
+                        out.push(ReadEvent { seq, event: d.event.clone() });
+                        last = Some(seq);
+                        self.left -= 1;
+                        if self.left == 0 {
+                            break 'blocks;
+                        }
+                    }
+                }
+            }
+            self.pos = if self.left == 0 { last.map_or(self.pos, |s| s + 1) } else { unit_end.max(self.pos) };
+            return Ok(Some(out));
+        }
+    }
+
+    /// An object was collected: take the newest manifest and plan again
+    /// from the cursor.
+    async fn resume(&mut self) -> Result<(), ReadError> {
+        tracing::debug!(pos = self.pos, "object gone, reloading the manifest");
+        self.view = self.store.refresh().await?;
+        self.plan().await?;
+        Ok(())
+    }
+}
+
+/// A read of one stream from a revision, forwards or backwards.
+pub struct StreamScan {
+    store: Arc<Store>,
+    stream: String,
+    direction: Direction,
+    /// The next revision to return (forward: the lowest; backward: the
+    /// highest); `None` when a backward read passed revision 0.
+    next: Option<u64>,
+    left: usize,
+    tag: Option<(String, String)>,
+    blocks: VecDeque<StreamBlockLoc>,
+    /// The last revision of the stream when the read started.
+    head: Option<u64>,
+}
+
+impl StreamScan {
+    pub(crate) async fn new(store: Arc<Store>, stream: &str, from: Option<u64>, direction: Direction, opts: ReadOptions) -> Result<StreamScan, ReadError> {
+        let view = store.refresh().await?;
+        Ok(StreamScan::at(store, view, stream, from, direction, opts).await?)
+    }
+
+    async fn at(store: Arc<Store>, view: Arc<Manifest>, stream: &str, from: Option<u64>, direction: Direction, opts: ReadOptions) -> Result<StreamScan, StorageError> {
+        let mut s = StreamScan {
+            store,
+            stream: stream.to_string(),
+            direction,
+            next: None,
+            left: opts.limit.unwrap_or(usize::MAX),
+            tag: opts.tag,
+            blocks: VecDeque::new(),
+            head: None,
+        };
+        s.plan(&view, from).await?;
+        Ok(s)
+    }
+
+    /// The stream's last revision when the read started.
+    pub fn head(&self) -> Option<u64> {
+        self.head
+    }
+
+    /// Where to continue: forward, the next revision; backward, the revision
+    /// below the last one returned (`None` past revision 0).
+    pub fn next(&self) -> Option<u64> {
+        self.next
+    }
+
+    async fn plan(&mut self, view: &Manifest, from: Option<u64>) -> Result<(), StorageError> {
+        let all = stream_blocks(&self.store, view, &self.stream).await?;
+        self.head = head(&self.store, view, &self.stream).await?;
+        let ends: Vec<u64> = all.iter().skip(1).map(|b| b.first_revision).chain(self.head.map(|h| h + 1)).collect();
+        match self.direction {
+            Direction::Forward => {
+                let from = from.unwrap_or(0);
+                self.next = Some(from);
+                self.blocks = all.into_iter().zip(ends).filter(|(_, end)| *end > from).map(|(b, _)| b).collect();
+            }
+            Direction::Backward => {
+                let from = match (from, self.head) {
+                    (Some(f), Some(h)) => Some(f.min(h)),
+                    (None, h) => h,
+                    (Some(_), None) => None,
+                };
+                self.next = from;
+                let Some(from) = from else {
+                    self.blocks.clear();
+                    return Ok(());
+                };
+                self.blocks = all.into_iter().filter(|b| b.first_revision <= from).rev().collect();
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<ReadEvent>>, ReadError> {
+        loop {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            let Some(cursor) = self.next else { return Ok(None) };
+            let Some(loc) = self.blocks.pop_front() else {
+                if self.direction == Direction::Forward {
+                    self.next = Some(self.head.map_or(cursor, |h| cursor.max(h + 1)));
+                }
+                return Ok(None);
+            };
+            let evs = match self.store.block(&loc.segment, loc.offset, loc.len, loc.first_index, true).await {
+                Ok(e) => e,
+                Err(StorageError::NotFound(_)) => {
+                    let view = self.store.refresh().await?;
+                    let left = self.left;
+                    self.plan(&view, Some(cursor)).await?;
+                    self.left = left;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            let mine = evs.iter().filter(|d| d.event.stream == self.stream);
+            let pick = |d: &DecodedEvent| ReadEvent { seq: loc.base_seq + u64::from(d.index), event: d.event.clone() };
+            match self.direction {
+                Direction::Forward => {
+                    for d in mine.filter(|d| d.event.revision >= cursor) {
+                        self.next = Some(d.event.revision + 1);
+                        if has_tag(&d.event, &self.tag) {
+                            out.push(pick(d));
+                            self.left -= 1;
+                            if self.left == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Direction::Backward => {
+                    let v: Vec<&DecodedEvent> = mine.filter(|d| d.event.revision <= cursor).collect();
+                    for d in v.into_iter().rev() {
+                        self.next = d.event.revision.checked_sub(1);
+                        if has_tag(&d.event, &self.tag) {
+                            out.push(pick(d));
+                            self.left -= 1;
+                            if self.left == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Roll-up: merges old recent segments into one large segment plus an index
+//! object, and merges adjacent index objects, so a manifest stays bounded
+//! whatever the history. Blocks are copied as they are (they hold no seqs);
+//! seqs and revisions never change. The result is committed by the writer
+//! with its next batch, only if the manifest still holds what it replaces.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_format::index::{IndexBuilder, SegmentRef};
+use cairn_format::manifest::IndexRef;
+use cairn_format::segment::{encode_footer, merge_footers, MergeInput};
+use object_store::buffered::BufWriter;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::StorageError;
+use crate::store::{index_name, segment_name, Store};
+
+/// A change to the manifest prepared in the background.
+#[derive(Clone, Debug)]
+pub enum Replacement {
+    /// `replaced` are the first recent segments; `index` covers them.
+    RollUp { replaced: Vec<String>, index: IndexRef, since_ms: i64 },
+    /// `replaced` are adjacent index objects.
+    MergeIndexes { replaced: Vec<String>, index: IndexRef, since_ms: i64 },
+}
+
+/// Uploads an index object and returns its reference and the store's clock
+/// (its Last-Modified).
+async fn upload_index(store: &Store, b: IndexBuilder) -> Result<(IndexRef, i64), StorageError> {
+    let cfg = &store.shared.config;
+    let (codec, level) = (cfg.encode.codec, cfg.encode.zstd_level);
+    let enc = tokio::task::spawn_blocking(move || b.finish(codec, level))
+        .await
+        .map_err(|e| StorageError::Backend(format!("index task: {e}")))??;
+    let name = index_name();
+    let path = store.paths.object(&name);
+    store.shared.objects.put(&path, Bytes::from(enc.bytes)).await?;
+    let since = store.shared.objects.head(&path).await?.last_modified.timestamp_millis();
+    let r = IndexRef {
+        name: name.clone(),
+        first_seq: enc.footer.first_seq,
+        end_seq: enc.footer.end_seq,
+        bytes: enc.footer_offset + u64::from(enc.footer_len),
+        footer_offset: enc.footer_offset,
+        footer_len: enc.footer_len,
+    };
+    store.shared.caches.put_index_footer(name.as_str().into(), Arc::new(enc.footer));
+    Ok((r, since))
+}
+
+pub(crate) async fn roll_up(store: &Store, segs: Vec<SegmentRef>) -> Result<Replacement, StorageError> {
+    let large = segment_name();
+    let path = store.paths.object(&large);
+    let objects = &store.shared.objects;
+    let mut w = BufWriter::with_capacity(objects.inner.clone(), path.clone(), 16 << 20);
+    let mut footers = Vec::with_capacity(segs.len());
+    let (mut byte_offset, mut index_offset) = (0u64, 0u32);
+    for seg in &segs {
+        let f = store.footer(seg).await?;
+        let data = objects.get_range(&store.paths.object(&seg.name), 0..seg.footer_offset).await?;
+        w.put(data).await.map_err(|e| StorageError::Backend(format!("roll-up upload: {e}")))?;
+        footers.push((f, byte_offset, index_offset));
+        byte_offset += seg.footer_offset;
+        index_offset = index_offset
+            .checked_add(seg.count as u32)
+            .ok_or_else(|| StorageError::Backend("roll-up input too large".into()))?;
+    }
+    let inputs: Vec<MergeInput> = footers.iter().map(|(f, b, i)| MergeInput { footer: f, byte_offset: *b, index_offset: *i }).collect();
+    let merged = merge_footers(&inputs)?;
+    let tail = encode_footer(&merged, byte_offset)?;
+    let footer_len = tail.len() as u32;
+    w.put(Bytes::from(tail)).await.map_err(|e| StorageError::Backend(format!("roll-up upload: {e}")))?;
+    w.shutdown().await.map_err(|e| StorageError::Backend(format!("roll-up upload: {e}")))?;
+    let seg_ref = SegmentRef {
+        name: large.clone(),
+        base_seq: segs[0].base_seq,
+        count: u64::from(index_offset),
+        bytes: byte_offset + u64::from(footer_len),
+        footer_offset: byte_offset,
+        footer_len,
+        min_ts: merged.min_ts,
+        max_ts: merged.max_ts,
+    };
+    let mut b = IndexBuilder::new();
+    b.add_segment(seg_ref, &merged)?;
+    store.shared.caches.put_footer(large.as_str().into(), Arc::new(merged));
+    let (index, since_ms) = upload_index(store, b).await?;
+    tracing::info!(store = %store.paths.store, segments = segs.len(), events = index_offset, "rolled up");
+    Ok(Replacement::RollUp { replaced: segs.into_iter().map(|s| s.name).collect(), index, since_ms })
+}
+
+/// Merges the run of adjacent index objects with the fewest bytes (a few at
+/// a time, so old, large ones are rarely rewritten).
+pub(crate) async fn merge_indexes(store: &Store, indexes: Vec<IndexRef>) -> Result<Replacement, StorageError> {
+    const RUN: usize = 8;
+    let run = RUN.min(indexes.len());
+    let start = (0..=indexes.len() - run)
+        .min_by_key(|i| indexes[*i..*i + run].iter().map(|x| x.bytes).sum::<u64>())
+        .unwrap_or(0);
+    let chosen = &indexes[start..start + run];
+    let mut b = IndexBuilder::new();
+    for idx in chosen {
+        let f = store.index_footer(idx).await?;
+        let mut pages = Vec::with_capacity(f.pages.len());
+        for p in &f.pages {
+            pages.push(store.page(&idx.name, p).await?.as_ref().clone());
+        }
+        b.add_index(&f, pages)?;
+    }
+    let (index, since_ms) = upload_index(store, b).await?;
+    Ok(Replacement::MergeIndexes { replaced: chosen.iter().map(|x| x.name.clone()).collect(), index, since_ms })
+}

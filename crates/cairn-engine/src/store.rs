@@ -1,0 +1,314 @@
+//! An open store: its newest known manifest, object access through the
+//! caches, manifest discovery, and the long-poll poller.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_format::block::{decode_block, DecodedEvent};
+use cairn_format::index::{decode_index_footer, decode_page, IndexFooter, PageMeta, SegmentRef, StreamRuns};
+use cairn_format::manifest::{Boundary, IndexRef, Manifest, Root};
+use cairn_format::segment::{decode_footer, Footer};
+use object_store::path::Path;
+use tokio::sync::{mpsc, watch};
+
+use crate::cache::Caches;
+use crate::error::{StorageError, StoreError};
+use crate::objects::{numbered, Objects, StorePaths};
+use crate::writer::WriterMsg;
+use crate::EngineConfig;
+
+/// What every open store shares.
+pub(crate) struct Shared {
+    pub objects: Objects,
+    pub caches: Caches,
+    pub config: EngineConfig,
+}
+
+/// The newest GC boundary a node knows of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KnownBoundary {
+    /// Number of the newest boundary object (0 = none yet).
+    pub k: u64,
+    pub floor: u64,
+}
+
+pub(crate) struct Store {
+    pub shared: Arc<Shared>,
+    pub paths: StorePaths,
+    pub view: watch::Sender<Arc<Manifest>>,
+    pub boundary: Mutex<KnownBoundary>,
+    pub writer: Mutex<Option<mpsc::Sender<WriterMsg>>>,
+    pub waiters: AtomicUsize,
+    poller: AtomicBool,
+    pub deleted: AtomicBool,
+    root_checked: Mutex<Instant>,
+}
+
+pub(crate) fn segment_name() -> String {
+    format!("{}.seg", ulid::Ulid::generate())
+}
+
+pub(crate) fn index_name() -> String {
+    format!("{}.idx", ulid::Ulid::generate())
+}
+
+impl Store {
+    /// Opens the live incarnation of `name`: root, newest boundary, newest
+    /// manifest (a LIST from the boundary's floor, then GETs of N+1).
+    pub async fn open(shared: Arc<Shared>, name: &str) -> Result<Arc<Store>, StoreError> {
+        let root = read_root(&shared.objects, name).await?.ok_or_else(|| StoreError::NotFound(name.into()))?;
+        let paths = StorePaths::new(name, &root.incarnation);
+        let boundary = newest_boundary(&shared.objects, &paths).await?;
+        let offset = Path::from(format!("{}/{:020}", paths.manifest_dir(), boundary.floor));
+        let listed = shared.objects.list_after(&paths.manifest_dir(), &offset).await?;
+        let newest = listed.iter().filter_map(|m| numbered(&m.location)).max();
+        let Some(v) = newest else {
+            // root.json exists but no manifest: a delete in progress.
+            return Err(StoreError::NotFound(name.into()));
+        };
+        let m = load_manifest(&shared.objects, &paths, v)
+            .await?
+            .ok_or_else(|| StoreError::Storage(StorageError::NotFound(paths.manifest(v).to_string())))?;
+        let (view, _) = watch::channel(Arc::new(m));
+        let store = Arc::new(Store {
+            shared,
+            paths,
+            view,
+            boundary: Mutex::new(boundary),
+            writer: Mutex::new(None),
+            waiters: AtomicUsize::new(0),
+            poller: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            root_checked: Mutex::new(Instant::now()),
+        });
+        store.refresh().await?;
+        Ok(store)
+    }
+
+    pub fn current(&self) -> Arc<Manifest> {
+        self.view.borrow().clone()
+    }
+
+    /// Publishes `m` if it is newer than what is known.
+    pub fn publish(&self, m: Arc<Manifest>) {
+        self.view.send_if_modified(|cur| {
+            if m.version > cur.version {
+                *cur = m;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Follows N+1 until it is absent: no LIST needed on a warm node.
+    pub async fn refresh(&self) -> Result<Arc<Manifest>, StorageError> {
+        let mut cur = self.current();
+        loop {
+            match load_manifest(&self.shared.objects, &self.paths, cur.version + 1).await? {
+                Some(next) => cur = Arc::new(next),
+                None => break,
+            }
+        }
+        self.publish(cur.clone());
+        Ok(self.current())
+    }
+
+    /// Whether root.json still names this incarnation (checked at most once
+    /// per `root_check_interval`).
+    pub async fn check_root(&self) -> Result<bool, StorageError> {
+        if self.deleted.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        {
+            let mut last = self.root_checked.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < self.shared.config.root_check_interval {
+                return Ok(true);
+            }
+            *last = Instant::now();
+        }
+        let live = read_root(&self.shared.objects, &self.paths.store).await?.is_some_and(|r| r.incarnation == self.paths.incarnation);
+        if !live {
+            self.deleted.store(true, Ordering::Relaxed);
+        }
+        Ok(live)
+    }
+
+    pub fn known_boundary(&self) -> KnownBoundary {
+        *self.boundary.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn learn_boundary(&self, b: KnownBoundary) {
+        let mut cur = self.boundary.lock().unwrap_or_else(|p| p.into_inner());
+        if b.k > cur.k {
+            *cur = b;
+        }
+    }
+
+    /// A segment's footer, from the cache or one range GET.
+    pub async fn footer(&self, seg: &SegmentRef) -> Result<Arc<Footer>, StorageError> {
+        if let Some(f) = self.shared.caches.footer(&seg.name) {
+            return Ok(f);
+        }
+        let path = self.paths.object(&seg.name);
+        let end = seg.footer_offset + u64::from(seg.footer_len);
+        let tail = self.shared.objects.get_range(&path, seg.footer_offset..end).await?;
+        let f = Arc::new(decode_footer(&tail, Some(seg.footer_offset), path.as_ref())?);
+        if u64::from(f.event_count) != seg.count {
+            return Err(StorageError::Corrupt(format!("{path}: holds {} events, manifest says {}", f.event_count, seg.count)));
+        }
+        self.shared.caches.put_footer(seg.name.as_str().into(), f.clone());
+        Ok(f)
+    }
+
+    pub async fn index_footer(&self, idx: &IndexRef) -> Result<Arc<IndexFooter>, StorageError> {
+        if let Some(f) = self.shared.caches.index_footer(&idx.name) {
+            return Ok(f);
+        }
+        let path = self.paths.object(&idx.name);
+        let end = idx.footer_offset + u64::from(idx.footer_len);
+        let tail = self.shared.objects.get_range(&path, idx.footer_offset..end).await?;
+        let f = Arc::new(decode_index_footer(&tail, Some(idx.footer_offset), path.as_ref())?);
+        if f.first_seq != idx.first_seq || f.end_seq != idx.end_seq {
+            return Err(StorageError::Corrupt(format!("{path}: seq range disagrees with the manifest")));
+        }
+        self.shared.caches.put_index_footer(idx.name.as_str().into(), f.clone());
+        Ok(f)
+    }
+
+    pub async fn page(&self, idx: &str, page: &PageMeta) -> Result<Arc<Vec<StreamRuns>>, StorageError> {
+        let key: Arc<str> = idx.into();
+        if let Some(p) = self.shared.caches.page(&key, page.offset) {
+            return Ok(p);
+        }
+        let path = self.paths.object(idx);
+        let b = self.shared.objects.get_range(&path, page.offset..page.offset + u64::from(page.len)).await?;
+        let p = Arc::new(decode_page(&b, path.as_ref())?);
+        self.shared.caches.put_page(key, page.offset, p.clone(), u64::from(page.len) * 3);
+        Ok(p)
+    }
+
+    /// One block, decoded. `fill` puts it in the cache (scans do not, so a
+    /// full scan cannot evict the working set).
+    pub async fn block(&self, seg: &str, offset: u64, len: u32, first_index: u32, fill: bool) -> Result<Arc<Vec<DecodedEvent>>, StorageError> {
+        let key: Arc<str> = seg.into();
+        if let Some(b) = self.shared.caches.block(&key, offset) {
+            return Ok(b);
+        }
+        let path = self.paths.object(seg);
+        let frame = self.shared.objects.get_range(&path, offset..offset + u64::from(len)).await?;
+        let b = Arc::new(decode_block(&frame, first_index, path.as_ref())?);
+        if fill {
+            self.shared.caches.put_block(key, offset, b.clone());
+        }
+        Ok(b)
+    }
+
+    /// Decodes blocks out of a range read that covers several of them.
+    pub fn decode_cached(&self, seg: &str, offset: u64, frame: &[u8], first_index: u32) -> Result<Arc<Vec<DecodedEvent>>, StorageError> {
+        if let Some(b) = self.shared.caches.block(&seg.into(), offset) {
+            return Ok(b);
+        }
+        Ok(Arc::new(decode_block(frame, first_index, self.paths.object(seg).as_ref())?))
+    }
+
+    /// Every segment holding seqs in `[from, to)`, in seq order: recent ones
+    /// from the manifest, older ones from the index objects' segment tables.
+    pub async fn segments_between(&self, m: &Manifest, from: u64, to: u64) -> Result<Vec<SegmentRef>, StorageError> {
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        for idx in &m.indexes {
+            if idx.end_seq <= from || idx.first_seq >= to {
+                continue;
+            }
+            let f = self.index_footer(idx).await?;
+            let start = f.segment_of(from.max(f.first_seq)).unwrap_or(0);
+            out.extend(f.segments[start..].iter().take_while(|s| s.base_seq < to).cloned());
+        }
+        let start = m.segments.partition_point(|s| s.end_seq() <= from);
+        out.extend(m.segments[start..].iter().take_while(|s| s.base_seq < to).cloned());
+        Ok(out)
+    }
+
+    /// Starts the poller of N+1 if it is not running. It runs only while
+    /// someone waits, and backs off when nothing changes.
+    pub fn ensure_poller(self: &Arc<Self>) {
+        if self.poller.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let base = store.shared.config.poll_interval;
+            let mut delay = base;
+            loop {
+                if store.waiters.load(Ordering::Acquire) == 0 {
+                    store.poller.store(false, Ordering::Release);
+                    // A waiter may have arrived between the check and the store.
+                    if store.waiters.load(Ordering::Acquire) == 0 || store.poller.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                let before = store.current().version;
+                match store.refresh().await {
+                    Ok(m) if m.version > before => delay = base,
+                    _ => delay = (delay * 2).min(base * 8),
+                }
+            }
+        });
+    }
+
+    /// Waits until the store has an event at or after `seq`, or `timeout`.
+    pub async fn wait_for(self: &Arc<Self>, seq: u64, timeout: Duration) -> bool {
+        let mut rx = self.view.subscribe();
+        if rx.borrow().next_seq > seq {
+            return true;
+        }
+        struct Waiter<'a>(&'a AtomicUsize);
+        impl Drop for Waiter<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let _w = Waiter(&self.waiters);
+        self.ensure_poller();
+        tokio::time::timeout(timeout, rx.wait_for(|m| m.next_seq > seq)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+pub(crate) async fn read_root(objects: &Objects, store: &str) -> Result<Option<Root>, StorageError> {
+    let path = StorePaths::root(store);
+    match objects.get_opt(&path).await? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| StorageError::Corrupt(format!("{path}: {e}"))),
+    }
+}
+
+pub(crate) async fn load_manifest(objects: &Objects, paths: &StorePaths, v: u64) -> Result<Option<Manifest>, StorageError> {
+    let path = paths.manifest(v);
+    let Some(b) = objects.get_opt(&path).await? else { return Ok(None) };
+    let m = Manifest::decode(&b, path.as_ref())?;
+    if m.version != v || m.incarnation != paths.incarnation {
+        return Err(StorageError::Corrupt(format!("{path}: names version {} of incarnation {}", m.version, m.incarnation)));
+    }
+    Ok(Some(m))
+}
+
+pub(crate) async fn newest_boundary(objects: &Objects, paths: &StorePaths) -> Result<KnownBoundary, StorageError> {
+    let listed = objects.list(&paths.boundary_dir()).await?;
+    let Some(k) = listed.iter().filter_map(|m| numbered(&m.location)).max() else {
+        return Ok(KnownBoundary::default());
+    };
+    let b = objects.get(&paths.boundary(k)).await?;
+    let b: Boundary = serde_json::from_slice(&b).map_err(|e| StorageError::Corrupt(format!("boundary {k}: {e}")))?;
+    Ok(KnownBoundary { k, floor: b.floor })
+}
+
+pub(crate) fn json(v: &impl serde::Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}

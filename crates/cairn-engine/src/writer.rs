@@ -1,0 +1,743 @@
+//! The per-store writer: group commit and the commit protocol.
+//!
+//! One task per open store takes everything queued (after a short linger, up
+//! to a byte bound), checks each request's expectations and ids against the
+//! stream heads, assigns revisions and encodes ONE segment, uploads it under
+//! a fresh name, then creates manifest version N+1 if absent. An ambiguous
+//! answer (`AlreadyExists`, an error, a timeout) is resolved by reading N+1
+//! back: ours means committed, someone else's means rebase and retry at N+2,
+//! absent means put the identical bytes again. Only after the manifest put
+//! and the GC-boundary check is anything acknowledged.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_format::block::{DecodedEvent, Event};
+use cairn_format::bloom::BloomHash;
+use cairn_format::index::SegmentRef;
+use cairn_format::manifest::{Manifest, Retired};
+use cairn_format::segment::{encode_segment, EncodedSegment};
+use rand::RngExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{AppendError, StorageError, StreamConflict};
+use crate::objects::CreateOutcome;
+use crate::reader;
+use crate::rollup::{self, Replacement};
+use crate::store::{load_manifest, segment_name, KnownBoundary, Store};
+use crate::{AppendBatch, AppendOutcome, Clock, EngineConfig, Expectation, StreamRange};
+
+pub(crate) enum WriterMsg {
+    Append { batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>> },
+}
+
+/// Checks what can be checked without storage. A batch that fails here
+/// changes nothing.
+pub fn validate(batch: &AppendBatch) -> Result<(), AppendError> {
+    let bad = |m: String| Err(AppendError::Invalid(m));
+    if batch.events.is_empty() {
+        return bad("a batch needs at least one event".into());
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (i, e) in batch.events.iter().enumerate() {
+        if !crate::valid_stream_name(&e.stream) {
+            return bad(format!("event {i}: invalid stream name {:?} (1-256 bytes, no control characters)", e.stream));
+        }
+        if e.event_type.is_empty() || e.event_type.len() > 256 || e.event_type.chars().any(char::is_control) {
+            return bad(format!("event {i}: invalid type {:?} (1-256 bytes, no control characters)", e.event_type));
+        }
+        for (k, v) in &e.tags {
+            if k.is_empty() || k.len() > 256 || v.len() > 1024 {
+                return bad(format!("event {i}: invalid tag {k:?}"));
+            }
+        }
+        if let Some(id) = e.id {
+            if !ids.insert(id) {
+                return bad(format!("event {i}: id {id} appears twice in the batch"));
+            }
+        }
+    }
+    if batch.events.iter().any(|e| e.id.is_some()) && batch.events.iter().any(|e| e.id.is_none()) {
+        return bad("either every event of a batch has an id or none has".into());
+    }
+    for (s, _) in &batch.expected {
+        if !batch.events.iter().any(|e| &e.stream == s) {
+            return bad(format!("expectation for stream {s:?}, which has no event in the batch"));
+        }
+    }
+    Ok(())
+}
+
+struct Pending {
+    batch: AppendBatch,
+    reply: Option<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
+}
+
+impl Pending {
+    fn answer(&mut self, r: Result<AppendOutcome, AppendError>) {
+        if let Some(tx) = self.reply.take() {
+            let _ = tx.send(r);
+        }
+    }
+    fn bytes(&self) -> usize {
+        self.batch.events.iter().map(|e| e.data.len() + e.stream.len() + 32).sum()
+    }
+}
+
+/// Where an id was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdHit {
+    pub seq: u64,
+    pub revision: u64,
+    pub stream_hash: u64,
+}
+
+pub(crate) fn stream_hash(s: &str) -> u64 {
+    BloomHash::of(s.as_bytes()).0 ^ (s.len() as u64)
+}
+
+/// The ids of recent events: in memory for what this writer committed or
+/// read, in storage (id filters) for the gaps.
+struct IdWindow {
+    map: HashMap<[u8; 16], IdHit>,
+    order: VecDeque<(u64, [u8; 16])>,
+    /// Seq ranges whose ids are not in memory.
+    gaps: Vec<(u64, u64)>,
+}
+
+impl IdWindow {
+    fn new(start: u64, end: u64) -> Self {
+        IdWindow { map: HashMap::new(), order: VecDeque::new(), gaps: if start < end { vec![(start, end)] } else { vec![] } }
+    }
+    fn insert(&mut self, id: [u8; 16], hit: IdHit) {
+        self.map.insert(id, hit);
+        self.order.push_back((hit.seq, id));
+    }
+    fn evict_below(&mut self, start: u64) {
+        while let Some((seq, id)) = self.order.front().copied() {
+            if seq >= start {
+                break;
+            }
+            self.order.pop_front();
+            if self.map.get(&id).is_some_and(|h| h.seq == seq) {
+                self.map.remove(&id);
+            }
+        }
+        self.gaps.retain_mut(|g| {
+            g.0 = g.0.max(start);
+            g.0 < g.1
+        });
+    }
+}
+
+enum Resolved {
+    Committed,
+    Conflict,
+    /// Nothing was written.
+    Failed(StorageError),
+    Unknown,
+}
+
+enum PrepareError {
+    NeedFreshLook,
+    Storage(StorageError),
+}
+
+impl From<StorageError> for PrepareError {
+    fn from(e: StorageError) -> Self {
+        PrepareError::Storage(e)
+    }
+}
+
+struct Prepared {
+    events: Vec<Event>,
+    /// (request, index of its first event in `events`, its ranges)
+    accepted: Vec<(usize, usize, Vec<StreamRange>)>,
+    /// (request, the earlier request in this batch with the same ids)
+    same_as: Vec<(usize, usize)>,
+}
+
+struct Uploaded {
+    name: String,
+    seg: EncodedSegment,
+    signature: Vec<(String, u64)>,
+    at: Instant,
+}
+
+struct Writer {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    cfg: EngineConfig,
+    view: Arc<Manifest>,
+    known: KnownBoundary,
+    heads: HashMap<String, Option<u64>>,
+    window: IdWindow,
+    maintenance: Option<tokio::task::JoinHandle<Result<Replacement, StorageError>>>,
+    ready: Option<Replacement>,
+}
+
+pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, clock: Arc<dyn Clock>) {
+    let cfg = store.shared.config.clone();
+    let known = store.known_boundary();
+    let view = store.current();
+    let window = IdWindow::new(view.window_start, view.next_seq);
+    let mut w = Writer { store, clock, cfg, view, known, heads: HashMap::new(), window, maintenance: None, ready: None };
+    while let Some(WriterMsg::Append { batch, reply }) = rx.recv().await {
+        let mut reqs = vec![Pending { batch, reply: Some(reply) }];
+        let mut bytes = reqs[0].bytes();
+        let linger_until = tokio::time::Instant::now() + w.cfg.linger;
+        while bytes < w.cfg.max_batch_bytes {
+            let msg = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(linger_until, rx.recv()).await.ok().flatten(),
+            };
+            let Some(WriterMsg::Append { batch, reply }) = msg else { break };
+            let p = Pending { batch, reply: Some(reply) };
+            bytes += p.bytes();
+            reqs.push(p);
+        }
+        w.commit(reqs).await;
+    }
+    if let Some(m) = w.maintenance.take() {
+        m.abort();
+    }
+}
+
+impl Writer {
+    async fn head(&mut self, stream: &str) -> Result<Option<u64>, StorageError> {
+        if let Some(h) = self.heads.get(stream) {
+            return Ok(*h);
+        }
+        let h = reader::head(&self.store, &self.view, stream).await?;
+        if self.heads.len() > 1_000_000 {
+            self.heads.clear();
+        }
+        self.heads.insert(stream.to_string(), h);
+        Ok(h)
+    }
+
+    async fn commit(&mut self, mut reqs: Vec<Pending>) {
+        let deadline = Instant::now() + self.cfg.commit_timeout;
+        match self.store.check_root().await {
+            Ok(true) => {}
+            Ok(false) => {
+                let name = self.store.paths.store.clone();
+                reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::StoreNotFound(name.clone()))));
+                return;
+            }
+            Err(e) => {
+                reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
+                return;
+            }
+        }
+        self.take_maintenance().await;
+        let mut uploaded: Option<Uploaded> = None;
+        let mut fresh_look = false;
+        let mut attempt = 0u32;
+        loop {
+            let prep = match self.prepare(&mut reqs, fresh_look).await {
+                Ok(p) => p,
+                Err(PrepareError::NeedFreshLook) => {
+                    fresh_look = true;
+                    if let Err(e) = self.rebase_to_newest().await {
+                        reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
+                        return;
+                    }
+                    continue;
+                }
+                Err(PrepareError::Storage(e)) => {
+                    reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
+                    return;
+                }
+            };
+            if prep.events.is_empty() {
+                self.answer_same(&mut reqs, &prep, &[]);
+                return;
+            }
+            let signature: Vec<(String, u64)> = prep.events.iter().map(|e| (e.stream.clone(), e.revision)).collect();
+            let reuse = uploaded.as_ref().is_some_and(|u| u.signature == signature && u.at.elapsed() < self.cfg.reupload_after);
+            if !reuse {
+                match self.upload(&prep.events).await {
+                    Ok(u) => uploaded = Some(Uploaded { signature, ..u }),
+                    Err(e) => {
+                        reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
+                        return;
+                    }
+                }
+            }
+            let Some(up) = uploaded.as_ref() else { return };
+            let (next, applied) = self.next_manifest(up, &prep);
+            let bytes = match next.encode() {
+                Ok(b) => Bytes::from(b),
+                Err(e) => {
+                    reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(StorageError::from(e.clone())))));
+                    return;
+                }
+            };
+            match self.create_resolved(&next, bytes, &up.name, deadline).await {
+                Resolved::Committed => {
+                    let outcomes = self.after_commit(next, &prep, up, applied);
+                    self.answer_same(&mut reqs, &prep, &outcomes);
+                    return;
+                }
+                Resolved::Conflict => {
+                    attempt += 1;
+                    tracing::debug!(store = %self.store.paths.store, attempt, "commit conflict, rebasing");
+                    if Instant::now() >= deadline {
+                        let retry_after = Duration::from_secs(1);
+                        reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Overloaded { retry_after })));
+                        let _ = self.rebase_to_newest().await;
+                        return;
+                    }
+                    let ms = rand::rng().random_range(1..=(5u64 << attempt.min(6)));
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if let Err(e) = self.rebase_to_newest().await {
+                        reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::CommitOutcomeUnknown)));
+                        tracing::warn!(error = %e, "rebase failed after a conflict");
+                        return;
+                    }
+                }
+                Resolved::Failed(e) => {
+                    reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
+                    return;
+                }
+                Resolved::Unknown => {
+                    reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::CommitOutcomeUnknown)));
+                    // Start over from storage: our view may be behind or ahead.
+                    self.heads.clear();
+                    if let Ok(m) = self.store.refresh().await {
+                        self.window.gaps.push((self.view.next_seq.min(m.next_seq), m.next_seq));
+                        self.view = m;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn answer_same(&self, reqs: &mut [Pending], prep: &Prepared, outcomes: &[(usize, AppendOutcome)]) {
+        for (ri, o) in outcomes {
+            reqs[*ri].answer(Ok(o.clone()));
+        }
+        for (ri, of) in &prep.same_as {
+            let r = outcomes.iter().find(|(i, _)| i == of).map(|(_, o)| AppendOutcome { deduplicated: true, ..o.clone() });
+            reqs[*ri].answer(r.ok_or(AppendError::CommitOutcomeUnknown));
+        }
+    }
+
+    /// Checks every unanswered request in order against the heads (and the
+    /// heads after the requests before it), and assigns revisions.
+    async fn prepare(&mut self, reqs: &mut [Pending], final_409: bool) -> Result<Prepared, PrepareError> {
+        let now = self.clock.now_ms();
+        let mut overlay: HashMap<String, Option<u64>> = HashMap::new();
+        let mut batch_ids: HashMap<[u8; 16], usize> = HashMap::new();
+        let mut out = Prepared { events: Vec::new(), accepted: Vec::new(), same_as: Vec::new() };
+        let mut replies: Vec<(usize, Result<AppendOutcome, AppendError>)> = Vec::new();
+        for ri in 0..reqs.len() {
+            if reqs[ri].reply.is_none() {
+                continue;
+            }
+            let batch = &reqs[ri].batch;
+            let mut streams: Vec<String> = Vec::new();
+            for e in &batch.events {
+                if !streams.contains(&e.stream) {
+                    streams.push(e.stream.clone());
+                }
+            }
+            let expect = |s: &str| batch.expected.iter().find(|(n, _)| n == s).map_or(Expectation::Any, |(_, e)| *e);
+            let mut cur = Vec::with_capacity(streams.len());
+            for s in &streams {
+                let h = match overlay.get(s) {
+                    Some(h) => *h,
+                    None => self.head(s).await?,
+                };
+                cur.push(h);
+            }
+            let conflicts: Vec<StreamConflict> = streams
+                .iter()
+                .zip(&cur)
+                .filter(|(s, h)| !matches(expect(s), **h))
+                .map(|(s, h)| StreamConflict { stream: s.clone(), expected: expect(s), current_revision: *h })
+                .collect();
+            let ids: Vec<[u8; 16]> = batch.events.iter().filter_map(|e| e.id.map(|u| *u.as_bytes())).collect();
+            if !ids.is_empty() {
+                let in_batch: Vec<usize> = ids.iter().filter_map(|i| batch_ids.get(i).copied()).collect();
+                if in_batch.len() == ids.len() && in_batch.iter().all(|k| *k == in_batch[0]) && reqs[in_batch[0]].batch.events.len() == ids.len() {
+                    out.same_as.push((ri, in_batch[0]));
+                    reqs[ri].reply.as_ref();
+                    continue;
+                }
+                if !in_batch.is_empty() {
+                    replies.push((ri, Err(AppendError::IdempotencyConflict("some of the batch's ids were used by another batch".into()))));
+                    continue;
+                }
+                let window_rule = conflicts.is_empty() && streams.iter().any(|s| matches!(expect(s), Expectation::Any | Expectation::StreamExists));
+                if !conflicts.is_empty() || window_rule {
+                    match self.find_original(&reqs[ri].batch, &streams, &cur, !conflicts.is_empty()).await? {
+                        Found::All(o) => {
+                            replies.push((ri, Ok(o)));
+                            continue;
+                        }
+                        Found::Partial => {
+                            replies.push((ri, Err(AppendError::IdempotencyConflict("some of the batch's ids were appended before, not all".into()))));
+                            continue;
+                        }
+                        Found::None => {}
+                    }
+                }
+            }
+            if !conflicts.is_empty() {
+                if !final_409 {
+                    return Err(PrepareError::NeedFreshLook);
+                }
+                replies.push((ri, Err(AppendError::WrongExpectedRevision(conflicts))));
+                continue;
+            }
+            let first = out.events.len();
+            let mut ranges: Vec<StreamRange> = Vec::new();
+            for e in &reqs[ri].batch.events {
+                let slot = overlay.entry(e.stream.clone()).or_insert_with(|| {
+                    let i = streams.iter().position(|s| s == &e.stream).unwrap_or(0);
+                    cur[i]
+                });
+                let revision = slot.map_or(0, |r| r + 1);
+                *slot = Some(revision);
+                match ranges.iter_mut().find(|r| r.stream == e.stream) {
+                    Some(r) => r.last_revision = revision,
+                    None => ranges.push(StreamRange { stream: e.stream.clone(), first_revision: revision, last_revision: revision }),
+                }
+                out.events.push(Event {
+                    stream: e.stream.clone(),
+                    revision,
+                    event_type: e.event_type.clone(),
+                    timestamp: e.timestamp.unwrap_or(now),
+                    id: e.id.map(|u| *u.as_bytes()),
+                    tags: e.tags.clone(),
+                    binary: e.binary,
+                    data: e.data.clone(),
+                });
+            }
+            for id in &ids {
+                batch_ids.insert(*id, ri);
+            }
+            out.accepted.push((ri, first, ranges));
+        }
+        for (ri, r) in replies {
+            reqs[ri].answer(r);
+        }
+        Ok(out)
+    }
+
+    /// Looks for a batch's ids: in the window, then (for a failed exact or
+    /// `no_stream` expectation) at the position the batch asked for.
+    async fn find_original(&mut self, batch: &AppendBatch, streams: &[String], cur: &[Option<u64>], by_position: bool) -> Result<Found, StorageError> {
+        let ids: Vec<[u8; 16]> = batch.events.iter().filter_map(|e| e.id.map(|u| *u.as_bytes())).collect();
+        let mut hits: Vec<Option<IdHit>> = ids.iter().map(|i| self.window.map.get(i).copied()).collect();
+        if hits.iter().any(Option::is_none) && !self.window.gaps.is_empty() {
+            let missing: Vec<[u8; 16]> = ids.iter().zip(&hits).filter(|(_, h)| h.is_none()).map(|(i, _)| *i).collect();
+            let found = reader::find_ids(&self.store, &self.view, &self.window.gaps, &missing).await?;
+            for (i, h) in ids.iter().zip(hits.iter_mut()) {
+                if h.is_none() {
+                    *h = found.get(i).copied();
+                }
+            }
+        }
+        if by_position && hits.iter().any(Option::is_none) {
+            for (si, s) in streams.iter().enumerate() {
+                let from = match batch.expected.iter().find(|(n, _)| n == s).map(|(_, e)| *e) {
+                    Some(Expectation::Exact(n)) => n + 1,
+                    Some(Expectation::NoStream) => 0,
+                    _ => continue,
+                };
+                let n = batch.events.iter().filter(|e| &e.stream == s).count() as u64;
+                if cur[si].is_none_or(|h| h + 1 < from + n) {
+                    continue;
+                }
+                let stored = reader::stream_events(&self.store, &self.view, s, from, n as usize).await?;
+                let mine = batch.events.iter().enumerate().filter(|(_, e)| &e.stream == s);
+                for ((i, _), ev) in mine.zip(stored) {
+                    if ev.event.id.is_some() && ev.event.id == Some(ids[i]) && hits[i].is_none() {
+                        hits[i] = Some(IdHit { seq: ev.seq, revision: ev.event.revision, stream_hash: stream_hash(s) });
+                    }
+                }
+            }
+        }
+        let found = hits.iter().filter(|h| h.is_some()).count();
+        if found == 0 {
+            return Ok(Found::None);
+        }
+        if found < hits.len() {
+            return Ok(Found::Partial);
+        }
+        let hits: Vec<IdHit> = hits.into_iter().flatten().collect();
+        let mut ranges: Vec<StreamRange> = Vec::new();
+        for (i, (e, h)) in batch.events.iter().zip(&hits).enumerate() {
+            if h.stream_hash != stream_hash(&e.stream) || (i > 0 && h.seq != hits[i - 1].seq + 1) {
+                return Ok(Found::Partial);
+            }
+            match ranges.iter_mut().find(|r| r.stream == e.stream) {
+                Some(r) if r.last_revision + 1 == h.revision => r.last_revision = h.revision,
+                Some(_) => return Ok(Found::Partial),
+                None => ranges.push(StreamRange { stream: e.stream.clone(), first_revision: h.revision, last_revision: h.revision }),
+            }
+        }
+        Ok(Found::All(AppendOutcome { first_seq: hits[0].seq, last_seq: hits[hits.len() - 1].seq, streams: ranges, deduplicated: true }))
+    }
+
+    async fn upload(&self, events: &[Event]) -> Result<Uploaded, StorageError> {
+        let enc = self.cfg.encode;
+        let owned: Vec<Event> = events.to_vec();
+        let seg = tokio::task::spawn_blocking(move || encode_segment(&owned, &enc))
+            .await
+            .map_err(|e| StorageError::Backend(format!("encoder task: {e}")))??;
+        let name = segment_name();
+        self.store.shared.objects.put(&self.store.paths.object(&name), Bytes::from(seg.bytes.clone())).await?;
+        Ok(Uploaded { name, seg, signature: Vec::new(), at: Instant::now() })
+    }
+
+    fn next_manifest(&mut self, up: &Uploaded, prep: &Prepared) -> (Manifest, bool) {
+        let mut next = (*self.view).clone();
+        next.version += 1;
+        next.parent_commit_id = Some(next.commit_id.clone());
+        next.commit_id = ulid::Ulid::generate().to_string();
+        let n = prep.events.len() as u64;
+        let f = &up.seg.footer;
+        next.segments.push(SegmentRef {
+            name: up.name.clone(),
+            base_seq: next.next_seq,
+            count: n,
+            bytes: up.seg.bytes.len() as u64,
+            footer_offset: up.seg.footer_offset,
+            footer_len: up.seg.footer_len,
+            min_ts: f.min_ts,
+            max_ts: f.max_ts,
+        });
+        next.next_seq += n;
+        next.last_ts = next.last_ts.max(f.max_ts);
+        next.window_start = next.next_seq.saturating_sub(self.cfg.idempotency_window);
+        let applied = match &self.ready {
+            Some(r) => r.apply(&mut next),
+            None => false,
+        };
+        if self.ready.is_some() && !applied {
+            tracing::debug!("roll-up no longer applies to the newest manifest; dropped");
+            self.ready = None;
+        }
+        if next.retired.len() > 4096 {
+            let extra = next.retired.len() - 4096;
+            next.retired.drain(..extra);
+        }
+        (next, applied)
+    }
+
+    /// Creates N+1 and resolves what the answer means.
+    async fn create_resolved(&mut self, next: &Manifest, bytes: Bytes, seg: &str, deadline: Instant) -> Resolved {
+        let objects = &self.store.shared.objects;
+        let path = self.store.paths.manifest(next.version);
+        let mut put_needed = true;
+        let mut attempted = false;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            if put_needed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return if attempted { Resolved::Unknown } else { Resolved::Failed(StorageError::Backend("commit deadline passed".into())) };
+                }
+                attempted = true;
+                if let Ok(Ok(CreateOutcome::Created)) = tokio::time::timeout(left, objects.create(&path, bytes.clone())).await {
+                    return self.check_boundary(next, seg, deadline).await;
+                }
+                // AlreadyExists, an error or a timeout: none of them says
+                // who won. Read back.
+                put_needed = false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+            match tokio::time::timeout(left, load_manifest(objects, &self.store.paths, next.version)).await {
+                Ok(Ok(Some(m))) if m.commit_id == next.commit_id => return self.check_boundary(next, seg, deadline).await,
+                Ok(Ok(Some(_))) => return Resolved::Conflict,
+                Ok(Ok(None)) => put_needed = true,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "reading back a manifest failed");
+                    if Instant::now() >= deadline {
+                        return Resolved::Unknown;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(_) => return Resolved::Unknown,
+            }
+        }
+    }
+
+    /// A GC boundary newer than the one known means N+1 may have been a
+    /// collected version's name: then the commit counts only if the newest
+    /// manifest references our segment.
+    async fn check_boundary(&mut self, next: &Manifest, seg: &str, deadline: Instant) -> Resolved {
+        loop {
+            match self.newer_boundary().await {
+                Ok(None) => return Resolved::Committed,
+                Ok(Some(b)) => {
+                    self.known = b;
+                    if next.version >= b.floor {
+                        return Resolved::Committed;
+                    }
+                    return match self.store.refresh().await {
+                        Ok(m) if m.segments.iter().any(|s| s.name == seg) || m.retired.iter().any(|r| r.name == seg) => Resolved::Committed,
+                        Ok(_) => Resolved::Conflict,
+                        Err(_) => Resolved::Unknown,
+                    };
+                }
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => return Resolved::Unknown,
+            }
+        }
+    }
+
+    async fn newer_boundary(&self) -> Result<Option<KnownBoundary>, StorageError> {
+        let mut newest = None;
+        let mut k = self.known.k + 1;
+        while let Some(b) = self.store.shared.objects.get_opt(&self.store.paths.boundary(k)).await? {
+            let b: cairn_format::manifest::Boundary = serde_json::from_slice(&b).map_err(|e| StorageError::Corrupt(format!("boundary {k}: {e}")))?;
+            newest = Some(KnownBoundary { k, floor: b.floor });
+            k += 1;
+        }
+        Ok(newest)
+    }
+
+    fn after_commit(&mut self, next: Manifest, prep: &Prepared, up: &Uploaded, applied: bool) -> Vec<(usize, AppendOutcome)> {
+        let base = self.view.next_seq;
+        let next = Arc::new(next);
+        self.view = next.clone();
+        self.store.publish(next.clone());
+        if applied {
+            self.ready = None;
+        }
+        let mut outcomes = Vec::new();
+        for (ri, first, ranges) in &prep.accepted {
+            let n: u64 = ranges.iter().map(|r| r.last_revision - r.first_revision + 1).sum();
+            let first_seq = base + *first as u64;
+            outcomes.push((*ri, AppendOutcome { first_seq, last_seq: first_seq + n - 1, streams: ranges.clone(), deduplicated: false }));
+            for r in ranges {
+                self.heads.insert(r.stream.clone(), Some(r.last_revision));
+            }
+        }
+        for (i, e) in prep.events.iter().enumerate() {
+            if let Some(id) = e.id {
+                self.window.insert(id, IdHit { seq: base + i as u64, revision: e.revision, stream_hash: stream_hash(&e.stream) });
+            }
+        }
+        self.window.evict_below(next.window_start);
+        // The writer fills the cache with what it committed, so live tails
+        // read from memory.
+        let caches = &self.store.shared.caches;
+        let name: Arc<str> = up.name.as_str().into();
+        caches.put_footer(name.clone(), Arc::new(up.seg.footer.clone()));
+        for b in &up.seg.footer.blocks {
+            let evs: Vec<DecodedEvent> = (b.first_index..b.first_index + b.count)
+                .map(|i| DecodedEvent { index: i, event: prep.events[i as usize].clone() })
+                .collect();
+            caches.put_block(name.clone(), b.offset, Arc::new(evs));
+        }
+        self.maybe_start_maintenance();
+        outcomes
+    }
+
+    fn maybe_start_maintenance(&mut self) {
+        if self.maintenance.is_some() || self.ready.is_some() {
+            return;
+        }
+        let m = &self.view;
+        let recent_bytes: u64 = m.segments.iter().map(|s| s.bytes).sum();
+        let store = self.store.clone();
+        if m.segments.len() > self.cfg.max_recent_segments || (recent_bytes > self.cfg.rollup_bytes && m.segments.len() > self.cfg.keep_recent) {
+            let take = m.segments.len() - self.cfg.keep_recent.min(m.segments.len() - 1);
+            let segs = m.segments[..take].to_vec();
+            self.maintenance = Some(tokio::spawn(async move { rollup::roll_up(&store, segs).await }));
+        } else if m.indexes.len() > self.cfg.max_indexes {
+            let idx = m.indexes.clone();
+            self.maintenance = Some(tokio::spawn(async move { rollup::merge_indexes(&store, idx).await }));
+        }
+    }
+
+    async fn take_maintenance(&mut self) {
+        if self.maintenance.as_ref().is_some_and(|h| h.is_finished()) {
+            if let Some(h) = self.maintenance.take() {
+                match h.await {
+                    Ok(Ok(r)) => self.ready = Some(r),
+                    Ok(Err(e)) => tracing::warn!(store = %self.store.paths.store, error = %e, "roll-up failed; will retry"),
+                    Err(e) => tracing::warn!(error = %e, "roll-up task failed"),
+                }
+            }
+        }
+    }
+
+    /// Moves the view to the newest manifest and updates the cached heads
+    /// from the segments committed since.
+    async fn rebase_to_newest(&mut self) -> Result<(), StorageError> {
+        let newest = self.store.refresh().await?;
+        if newest.version <= self.view.version {
+            return Ok(());
+        }
+        let old = self.view.next_seq;
+        for seg in self.store.segments_between(&newest, old, newest.next_seq).await? {
+            let f = self.store.footer(&seg).await?;
+            for s in &f.streams {
+                if let Some(h) = self.heads.get_mut(&s.name) {
+                    *h = Some(h.map_or(s.last_revision(), |v| v.max(s.last_revision())));
+                }
+            }
+        }
+        if newest.next_seq > old {
+            self.window.gaps.push((old, newest.next_seq));
+        }
+        self.window.evict_below(newest.window_start);
+        self.view = newest;
+        Ok(())
+    }
+}
+
+enum Found {
+    All(AppendOutcome),
+    Partial,
+    None,
+}
+
+fn matches(e: Expectation, head: Option<u64>) -> bool {
+    match e {
+        Expectation::Any => true,
+        Expectation::NoStream => head.is_none(),
+        Expectation::StreamExists => head.is_some(),
+        Expectation::Exact(n) => head == Some(n),
+    }
+}
+
+impl Replacement {
+    /// Applies the replacement to `m` if `m` still holds what it replaces.
+    pub(crate) fn apply(&self, m: &mut Manifest) -> bool {
+        match self {
+            Replacement::RollUp { replaced, index, since_ms } => {
+                let n = replaced.len();
+                if m.segments.len() < n || m.segments[..n].iter().zip(replaced).any(|(s, r)| &s.name != r) || index.first_seq != m.indexed_end() {
+                    return false;
+                }
+                m.segments.drain(..n);
+                m.indexes.push(index.clone());
+                m.retired.extend(replaced.iter().map(|name| Retired { name: name.clone(), since_ms: *since_ms }));
+                true
+            }
+            Replacement::MergeIndexes { replaced, index, since_ms } => {
+                let n = replaced.len();
+                let Some(i) = m.indexes.iter().position(|x| x.name == replaced[0]) else { return false };
+                if m.indexes.len() < i + n || m.indexes[i..i + n].iter().zip(replaced).any(|(x, r)| &x.name != r) {
+                    return false;
+                }
+                m.indexes.splice(i..i + n, [index.clone()]);
+                m.retired.extend(replaced.iter().map(|name| Retired { name: name.clone(), since_ms: *since_ms }));
+                true
+            }
+        }
+    }
+}
