@@ -336,7 +336,8 @@ impl Engine {
     /// The open store, opened (and its background work started) if needed.
     async fn open(&self, name: &str) -> Result<Arc<Store>, StoreError> {
         Self::check_name(name)?;
-        if let Some(s) = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned() {
+        let open = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        if let Some(s) = open {
             if s.check_root().await? {
                 return Ok(s);
             }
@@ -403,7 +404,8 @@ impl Engine {
             return Err(StoreError::NotFound(name.into()));
         };
         self.shared.objects.delete(&objects::StorePaths::root(name)).await?;
-        if let Some(s) = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned() {
+        let open = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        if let Some(s) = open {
             self.forget(name, &s);
         }
         let objects = self.shared.objects.clone();

@@ -182,12 +182,15 @@ pub struct StoreScan {
     segments: VecDeque<SegmentRef>,
     units: VecDeque<Unit>,
     inflight: FuturesOrdered<BoxFuture<'static, Fetched>>,
+    /// Whether the tail was probed for newer commits (once per read).
+    probed: bool,
 }
 
 impl StoreScan {
     pub(crate) async fn new(store: Arc<Store>, from: u64, opts: ReadOptions) -> Result<StoreScan, ReadError> {
         let mut view = store.current();
-        if from >= view.next_seq {
+        let probed = from >= view.next_seq;
+        if probed {
             view = store.refresh().await?;
         }
         if from > view.next_seq {
@@ -205,6 +208,7 @@ impl StoreScan {
             segments: VecDeque::new(),
             units: VecDeque::new(),
             inflight: FuturesOrdered::new(),
+            probed,
         };
         s.plan().await?;
         Ok(s)
@@ -292,8 +296,24 @@ impl StoreScan {
     /// the read started, of the limit, or of the tag scan budget).
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<ReadEvent>>, ReadError> {
         loop {
-            if self.left == 0 || self.pos >= self.end {
+            if self.left == 0 {
                 return Ok(None);
+            }
+            if self.pos >= self.end {
+                // A read that reaches the cached tail probes once, so a
+                // client sees its own writes through any node.
+                if self.probed || (self.tag.is_some() && self.budget == 0) {
+                    return Ok(None);
+                }
+                self.probed = true;
+                let m = self.store.refresh().await?;
+                if m.next_seq <= self.end {
+                    return Ok(None);
+                }
+                self.end = m.next_seq;
+                self.view = m;
+                self.plan().await?;
+                continue;
             }
             while self.inflight.len() < self.store.shared.config.read_ahead.max(1) {
                 if let Some(u) = self.units.pop_front() {

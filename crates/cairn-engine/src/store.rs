@@ -44,6 +44,8 @@ pub(crate) struct Store {
     poller: AtomicBool,
     pub deleted: AtomicBool,
     root_checked: Mutex<Instant>,
+    /// When the view was last confirmed the newest (N+1 absent).
+    confirmed: Mutex<Instant>,
 }
 
 pub(crate) fn segment_name() -> String {
@@ -61,16 +63,10 @@ impl Store {
         let root = read_root(&shared.objects, name).await?.ok_or_else(|| StoreError::NotFound(name.into()))?;
         let paths = StorePaths::new(name, &root.incarnation);
         let boundary = newest_boundary(&shared.objects, &paths).await?;
-        let offset = Path::from(format!("{}/{:020}", paths.manifest_dir(), boundary.floor));
-        let listed = shared.objects.list_after(&paths.manifest_dir(), &offset).await?;
-        let newest = listed.iter().filter_map(|m| numbered(&m.location)).max();
-        let Some(v) = newest else {
+        let Some(m) = newest_listed(&shared.objects, &paths, boundary.floor).await? else {
             // root.json exists but no manifest: a delete in progress.
             return Err(StoreError::NotFound(name.into()));
         };
-        let m = load_manifest(&shared.objects, &paths, v)
-            .await?
-            .ok_or_else(|| StoreError::Storage(StorageError::NotFound(paths.manifest(v).to_string())))?;
         let (view, _) = watch::channel(Arc::new(m));
         let store = Arc::new(Store {
             shared,
@@ -82,6 +78,7 @@ impl Store {
             poller: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             root_checked: Mutex::new(Instant::now()),
+            confirmed: Mutex::new(Instant::now()),
         });
         store.refresh().await?;
         Ok(store)
@@ -103,16 +100,54 @@ impl Store {
         });
     }
 
-    /// Follows N+1 until it is absent: no LIST needed on a warm node.
+    /// Follows N+1 until it is absent: no LIST needed on a warm node. A view
+    /// not confirmed for half the manifest retention may be older than GC's
+    /// floor (its N+1 deleted): then the newest boundary is checked too, and
+    /// the newest version listed from its floor.
     pub async fn refresh(&self) -> Result<Arc<Manifest>, StorageError> {
         let mut cur = self.current();
+        let started = Instant::now();
         loop {
             match load_manifest(&self.shared.objects, &self.paths, cur.version + 1).await? {
                 Some(next) => cur = Arc::new(next),
                 None => break,
             }
         }
+        let stale = self.confirmed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= self.shared.config.manifest_retention / 2;
+        if stale {
+            let b = newest_boundary(&self.shared.objects, &self.paths).await?;
+            self.learn_boundary(b);
+            if b.floor > cur.version {
+                cur = self.reload_cold().await?;
+            }
+        }
+        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = started;
         self.publish(cur.clone());
+        Ok(self.current())
+    }
+
+    /// The newest version as a cold node finds it: a LIST from the floor of
+    /// the newest boundary, then N+1 until absent.
+    pub async fn reload_cold(&self) -> Result<Arc<Manifest>, StorageError> {
+        let b = newest_boundary(&self.shared.objects, &self.paths).await?;
+        self.learn_boundary(b);
+        let mut cur = match newest_listed(&self.shared.objects, &self.paths, b.floor).await? {
+            Some(m) => Arc::new(m),
+            None => return Err(StorageError::NotFound(self.paths.manifest_dir().to_string())),
+        };
+        while let Some(next) = load_manifest(&self.shared.objects, &self.paths, cur.version + 1).await? {
+            cur = Arc::new(next);
+        }
+        // A version below the floor may be a stale writer's: never go back
+        // to it, but do replace a view the floor has passed.
+        self.view.send_if_modified(|v| {
+            if cur.version > v.version || v.version < b.floor {
+                *v = cur.clone();
+                true
+            } else {
+                false
+            }
+        });
         Ok(self.current())
     }
 
@@ -297,6 +332,21 @@ pub(crate) async fn load_manifest(objects: &Objects, paths: &StorePaths, v: u64)
         return Err(StorageError::Corrupt(format!("{path}: names version {} of incarnation {}", m.version, m.incarnation)));
     }
     Ok(Some(m))
+}
+
+/// The newest manifest version at or after `floor`, by LIST.
+pub(crate) async fn newest_listed(objects: &Objects, paths: &StorePaths, floor: u64) -> Result<Option<Manifest>, StorageError> {
+    let offset = Path::from(format!("{}/{:020}", paths.manifest_dir(), floor));
+    let listed = objects.list_after(&paths.manifest_dir(), &offset).await?;
+    let mut versions: Vec<u64> = listed.iter().filter_map(|m| numbered(&m.location)).filter(|v| *v >= floor).collect();
+    versions.sort_unstable();
+    // Newest first; a version deleted since the LIST is skipped.
+    for v in versions.into_iter().rev() {
+        if let Some(m) = load_manifest(objects, paths, v).await? {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
 }
 
 pub(crate) async fn newest_boundary(objects: &Objects, paths: &StorePaths) -> Result<KnownBoundary, StorageError> {

@@ -584,7 +584,8 @@ impl Writer {
                     if next.version >= b.floor {
                         return Resolved::Committed;
                     }
-                    return match self.store.refresh().await {
+                    self.store.learn_boundary(b);
+                    return match self.store.reload_cold().await {
                         Ok(m) if m.segments.iter().any(|s| s.name == seg) || m.retired.iter().any(|r| r.name == seg) => Resolved::Committed,
                         Ok(_) => Resolved::Conflict,
                         Err(_) => Resolved::Unknown,
