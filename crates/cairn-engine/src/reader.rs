@@ -210,7 +210,14 @@ impl StoreScan {
             inflight: FuturesOrdered::new(),
             probed,
         };
-        s.plan().await?;
+        // An object of the manifest may be collected under us: reload.
+        for attempt in 0.. {
+            match s.plan().await {
+                Ok(()) => break,
+                Err(StorageError::NotFound(_)) if attempt < 3 => s.view = s.store.refresh().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(s)
     }
 

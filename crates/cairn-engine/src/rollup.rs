@@ -16,9 +16,17 @@ use tokio::io::AsyncWriteExt;
 use crate::error::StorageError;
 use crate::store::{index_name, segment_name, Store};
 
-/// A change to the manifest prepared in the background.
+/// A change to the manifest prepared in the background. `made` is taken
+/// before its objects were uploaded: past the writer's `reupload_after` GC
+/// may take them as orphans, so the writer drops a replacement that old.
 #[derive(Clone, Debug)]
-pub enum Replacement {
+pub struct Replacement {
+    pub kind: ReplacementKind,
+    pub made: std::time::Instant,
+}
+
+#[derive(Clone, Debug)]
+pub enum ReplacementKind {
     /// `replaced` are the first recent segments; `index` covers them.
     RollUp { replaced: Vec<String>, index: IndexRef, since_ms: i64 },
     /// `replaced` are adjacent index objects.
@@ -50,6 +58,7 @@ async fn upload_index(store: &Store, b: IndexBuilder) -> Result<(IndexRef, i64),
 }
 
 pub(crate) async fn roll_up(store: &Store, segs: Vec<SegmentRef>) -> Result<Replacement, StorageError> {
+    let made = std::time::Instant::now();
     let large = segment_name();
     let path = store.paths.object(&large);
     let objects = &store.shared.objects;
@@ -87,12 +96,14 @@ pub(crate) async fn roll_up(store: &Store, segs: Vec<SegmentRef>) -> Result<Repl
     store.shared.caches.put_footer(large.as_str().into(), Arc::new(merged));
     let (index, since_ms) = upload_index(store, b).await?;
     tracing::info!(store = %store.paths.store, segments = segs.len(), events = index_offset, "rolled up");
-    Ok(Replacement::RollUp { replaced: segs.into_iter().map(|s| s.name).collect(), index, since_ms })
+    let kind = ReplacementKind::RollUp { replaced: segs.into_iter().map(|s| s.name).collect(), index, since_ms };
+    Ok(Replacement { kind, made })
 }
 
 /// Merges the run of adjacent index objects with the fewest bytes (a few at
 /// a time, so old, large ones are rarely rewritten).
 pub(crate) async fn merge_indexes(store: &Store, indexes: Vec<IndexRef>) -> Result<Replacement, StorageError> {
+    let made = std::time::Instant::now();
     const RUN: usize = 8;
     let run = RUN.min(indexes.len());
     let start = (0..=indexes.len() - run)
@@ -109,5 +120,6 @@ pub(crate) async fn merge_indexes(store: &Store, indexes: Vec<IndexRef>) -> Resu
         b.add_index(&f, pages)?;
     }
     let (index, since_ms) = upload_index(store, b).await?;
-    Ok(Replacement::MergeIndexes { replaced: chosen.iter().map(|x| x.name.clone()).collect(), index, since_ms })
+    let kind = ReplacementKind::MergeIndexes { replaced: chosen.iter().map(|x| x.name.clone()).collect(), index, since_ms };
+    Ok(Replacement { kind, made })
 }

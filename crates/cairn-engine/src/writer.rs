@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{AppendError, StorageError, StreamConflict};
 use crate::objects::CreateOutcome;
 use crate::reader;
-use crate::rollup::{self, Replacement};
+use crate::rollup::{self, Replacement, ReplacementKind};
 use crate::store::{load_manifest, segment_name, KnownBoundary, Store};
 use crate::{AppendBatch, AppendOutcome, Clock, EngineConfig, Expectation, StreamRange};
 
@@ -269,6 +269,17 @@ impl Writer {
                 }
             }
             let Some(up) = uploaded.as_ref() else { return };
+            if up.at.elapsed() >= self.cfg.reupload_after {
+                // GC may take an uncommitted segment once its grace is over:
+                // never commit one that old.
+                if Instant::now() >= deadline {
+                    let e = StorageError::Backend("segment upload too slow".into());
+                    reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
+                    return;
+                }
+                uploaded = None;
+                continue;
+            }
             let (next, applied) = self.next_manifest(up, &prep);
             let bytes = match next.encode() {
                 Ok(b) => Bytes::from(b),
@@ -494,8 +505,11 @@ impl Writer {
             .await
             .map_err(|e| StorageError::Backend(format!("encoder task: {e}")))??;
         let name = segment_name();
+        // Its age counts from before the put: a put can land long before
+        // its answer arrives.
+        let at = Instant::now();
         self.store.shared.objects.put(&self.store.paths.object(&name), Bytes::from(seg.bytes.clone())).await?;
-        Ok(Uploaded { name, seg, signature: Vec::new(), at: Instant::now() })
+        Ok(Uploaded { name, seg, signature: Vec::new(), at })
     }
 
     fn next_manifest(&mut self, up: &Uploaded, prep: &Prepared) -> (Manifest, bool) {
@@ -519,8 +533,8 @@ impl Writer {
         next.last_ts = next.last_ts.max(f.max_ts);
         next.window_start = next.next_seq.saturating_sub(self.cfg.idempotency_window);
         let applied = match &self.ready {
-            Some(r) => r.apply(&mut next),
-            None => false,
+            Some(r) if r.made.elapsed() < self.cfg.reupload_after => r.apply(&mut next),
+            _ => false,
         };
         if self.ready.is_some() && !applied {
             tracing::debug!("roll-up no longer applies to the newest manifest; dropped");
@@ -718,8 +732,8 @@ fn matches(e: Expectation, head: Option<u64>) -> bool {
 impl Replacement {
     /// Applies the replacement to `m` if `m` still holds what it replaces.
     pub(crate) fn apply(&self, m: &mut Manifest) -> bool {
-        match self {
-            Replacement::RollUp { replaced, index, since_ms } => {
+        match &self.kind {
+            ReplacementKind::RollUp { replaced, index, since_ms } => {
                 let n = replaced.len();
                 if m.segments.len() < n || m.segments[..n].iter().zip(replaced).any(|(s, r)| &s.name != r) || index.first_seq != m.indexed_end() {
                     return false;
@@ -729,7 +743,7 @@ impl Replacement {
                 m.retired.extend(replaced.iter().map(|name| Retired { name: name.clone(), since_ms: *since_ms }));
                 true
             }
-            Replacement::MergeIndexes { replaced, index, since_ms } => {
+            ReplacementKind::MergeIndexes { replaced, index, since_ms } => {
                 let n = replaced.len();
                 let Some(i) = m.indexes.iter().position(|x| x.name == replaced[0]) else { return false };
                 if m.indexes.len() < i + n || m.indexes[i..i + n].iter().zip(replaced).any(|(x, r)| &x.name != r) {
