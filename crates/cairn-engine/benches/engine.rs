@@ -1,1 +1,382 @@
-fn main(){}
+//! Engine benchmarks on local disk with fsync (in-process). Run with
+//! `cargo bench -p cairn-engine --bench engine [-- SCENARIO...]`; scenarios:
+//! `append`, `append1`, `append1k`, `scan`, `stream`, `memory`, `overhead`,
+//! `codecs` (all when none is named). Results go to stdout, one line each.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_engine::{AppendBatch, Direction, Engine, EngineConfig, NewEvent};
+use cairn_format::block::{Codec, Event};
+use cairn_format::segment::{encode_segment, EncodeOptions};
+use object_store::local::LocalFileSystem;
+use object_store::ObjectStore;
+
+fn json_event(i: u64, pad: usize) -> String {
+    let mut s = format!(
+        r#"{{"order_id":"o-{:08}","customer":"c-{:06}","amount":{}.{:02},"currency":"{}","items":{}"#,
+        i,
+        (i * 7919) % 1_000_000,
+        (i * 31) % 10_000,
+        i % 100,
+        ["EUR", "USD", "GBP"][(i % 3) as usize],
+        1 + i % 9
+    );
+    let n = pad.saturating_sub(s.len() + 12);
+    if n > 0 {
+        s.push_str(r#","note":""#);
+        for k in 0..n {
+            s.push((b'a' + ((i as usize + k * 7) % 26) as u8) as char);
+        }
+        s.push('"');
+    }
+    s.push('}');
+    s
+}
+
+fn event(stream: String, i: u64, pad: usize) -> NewEvent {
+    NewEvent { stream, ..NewEvent::json("OrderPlaced", &json_event(i, pad)) }
+}
+
+fn local(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
+    if std::env::var_os("CAIRN_BENCH_MEMORY").is_some() {
+        static MEM: std::sync::OnceLock<Arc<object_store::memory::InMemory>> = std::sync::OnceLock::new();
+        return MEM.get_or_init(|| Arc::new(object_store::memory::InMemory::new())).clone();
+    }
+    Arc::new(LocalFileSystem::new_with_prefix(dir).expect("dir").with_fsync(true))
+}
+
+fn config() -> EngineConfig {
+    EngineConfig { gc_interval: None, block_cache_bytes: 2 << 30, meta_cache_bytes: 256 << 20, ..EngineConfig::default() }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+/// Appends `total` events in batches of `per_batch` from `clients` tasks.
+/// The batches are made before the clock starts.
+async fn append_load(engine: &Arc<Engine>, store: &str, total: u64, per_batch: u64, clients: u64, pad: usize, streams: u64) -> (f64, Vec<Duration>) {
+    let batches: Vec<AppendBatch> = (0..total.div_ceil(per_batch))
+        .map(|b| {
+            // `streams` > 0: events spread over that many streams; 0: each
+            // batch is one stream (the one-stream route).
+            let events = (b * per_batch..((b + 1) * per_batch).min(total))
+                .map(|i| event(if streams == 0 { format!("order-{b}") } else { format!("order-{}", i % streams) }, i, pad))
+                .collect();
+            AppendBatch { events, expected: vec![] }
+        })
+        .collect();
+    let queue = Arc::new(std::sync::Mutex::new(batches));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (engine, queue, store) = (engine.clone(), queue.clone(), store.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let Some(batch) = queue.lock().unwrap().pop() else { return lat };
+                let t = Instant::now();
+                engine.append(&store, batch).await.expect("append");
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("task"));
+    }
+    (total as f64 / start.elapsed().as_secs_f64(), lat)
+}
+
+async fn bench_append(name: &str, total: u64, per_batch: u64, clients: u64, pad: usize, streams: u64) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let engine = Engine::new(local(dir.path()), config());
+    engine.create_store("b").await.expect("create");
+    // Warm up the writer and the file system.
+    append_load(&engine, "b", per_batch * clients * 2, per_batch, clients, pad, streams).await;
+    let (rate, mut lat) = append_load(&engine, "b", total, per_batch, clients, pad, streams).await;
+    let p50 = pct(&mut lat, 0.5);
+    let p99 = pct(&mut lat, 0.99);
+    println!(
+        "{name}: {:.0} events/s ({:.1} MB/s of data), batch latency p50 {:.2} ms p99 {:.2} ms",
+        rate,
+        rate * pad as f64 / 1e6,
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    engine.shutdown().await;
+}
+
+async fn scan_all(engine: &Engine, store: &str) -> (u64, u64) {
+    let mut scan = engine.read_store(store, 0, Default::default()).await.expect("scan");
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while let Some(c) = scan.next_chunk().await.expect("chunk") {
+        n += c.len() as u64;
+        bytes += c.iter().map(|r| r.event.data.len() as u64).sum::<u64>();
+    }
+    (n, bytes)
+}
+
+async fn bench_scan() {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let engine = Engine::new(local(dir.path()), config());
+    engine.create_store("b").await.expect("create");
+    let total = 3_000_000;
+    append_load(&engine, "b", total, 1000, 4, 100, 10_000).await;
+    let t = Instant::now();
+    let (n, _) = scan_all(&engine, "b").await;
+    let warm = n as f64 / t.elapsed().as_secs_f64();
+    let cold_engine = Engine::new(local(dir.path()), config());
+    let t = Instant::now();
+    let (n2, _) = scan_all(&cold_engine, "b").await;
+    let cold = n2 as f64 / t.elapsed().as_secs_f64();
+    assert_eq!((n, n2), (total, total));
+    println!("scan of {total} events: warm cache {warm:.0} events/s; fresh engine (page cache warm) {cold:.0} events/s");
+}
+
+/// Counts GETs by object, to show what a read touches.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn ObjectStore>,
+    gets: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(&self, l: &object_store::path::Path, p: object_store::PutPayload, o: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(l, p, o).await
+    }
+    async fn put_multipart_opts(&self, l: &object_store::path::Path, o: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(l, o).await
+    }
+    async fn get_opts(&self, l: &object_store::path::Path, o: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+        *self.gets.lock().unwrap().entry(l.to_string()).or_default() += 1;
+        self.inner.get_opts(l, o).await
+    }
+    fn delete_stream(&self, s: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(s)
+    }
+    fn list(&self, p: Option<&object_store::path::Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(p)
+    }
+    async fn list_with_delimiter(&self, p: Option<&object_store::path::Path>) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(p).await
+    }
+    async fn copy_opts(&self, f: &object_store::path::Path, t: &object_store::path::Path, o: object_store::CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(f, t, o).await
+    }
+}
+
+async fn bench_stream() {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let engine = Engine::new(local(dir.path()), config());
+    engine.create_store("b").await.expect("create");
+    let total: u64 = 10_000_000;
+    let streams: u64 = 100_000;
+    // 1,000 of the streams hold exactly 10 events, spread over the store.
+    let small = 1000u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (engine, next) = (engine.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(1000, Ordering::Relaxed);
+                if first >= total {
+                    return;
+                }
+                let events = (first..first + 1000)
+                    .map(|i| {
+                        let s = if i % 1000 == 7 && (i / 1000) % 1 == 0 && (i / 1000) < small * 10 { format!("small-{}", (i / 1000) % small) } else { format!("order-{}", i % (streams - small)) };
+                        event(s, i, 100)
+                    })
+                    .collect();
+                engine.append("b", AppendBatch { events, expected: vec![] }).await.expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let load = t.elapsed();
+    let info = engine.store_info("b").await.expect("info");
+    let counting = Arc::new(Counting { inner: local(dir.path()), gets: Default::default() });
+    let reader = Engine::new(counting.clone(), config());
+    let mut lat = Vec::new();
+    let mut cold_objects = Vec::new();
+    for round in 0..2 {
+        for k in 0..small {
+            counting.gets.lock().unwrap().clear();
+            let t = Instant::now();
+            let mut scan = reader.read_stream("b", &format!("small-{k}"), None, Direction::Forward, Default::default()).await.expect("read");
+            let mut n = 0;
+            while let Some(c) = scan.next_chunk().await.expect("chunk") {
+                n += c.len();
+            }
+            assert_eq!(n, 10);
+            if round == 0 {
+                let gets = counting.gets.lock().unwrap();
+                cold_objects.push(gets.keys().filter(|k| !k.contains("manifest") && !k.contains("root.json")).count());
+            } else {
+                lat.push(t.elapsed());
+            }
+        }
+    }
+    let p50 = pct(&mut lat, 0.5);
+    let p99 = pct(&mut lat, 0.99);
+    cold_objects.sort();
+    println!(
+        "10-event stream among {streams} streams in {total} events (loaded in {:.1} s; {} index objects, {} recent segments): warm p50 {:.3} ms p99 {:.3} ms; cold first read touched median {} max {} segment/index objects",
+        load.as_secs_f64(),
+        info.index_objects,
+        info.segments,
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        cold_objects[cold_objects.len() / 2],
+        cold_objects[cold_objects.len() - 1]
+    );
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn bench_memory() {
+    // Write a 5 GB store, then scan it in a fresh process that measures its
+    // own peak RSS.
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    {
+        let mut cfg = config();
+        cfg.block_cache_bytes = 64 << 20;
+        let engine = Engine::new(local(dir.path()), cfg);
+        engine.create_store("b").await.expect("create");
+        append_load(&engine, "b", 5_000_000, 1000, 4, 1000, 10_000).await;
+        engine.shutdown().await;
+    }
+    let stored: u64 = walk(dir.path());
+    let exe = std::env::current_exe().expect("exe");
+    let out = std::process::Command::new(exe).args(["scan-child", dir.path().to_str().unwrap_or_default()]).output().expect("child");
+    println!("{} (store holds {:.2} GB on disk)", String::from_utf8_lossy(&out.stdout).trim(), stored as f64 / 1e9);
+}
+
+fn walk(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| if e.path().is_dir() { walk(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) })
+            .sum()
+    })
+}
+
+async fn scan_child(dir: &str) {
+    let cfg = EngineConfig { gc_interval: None, block_cache_bytes: 16 << 20, meta_cache_bytes: 16 << 20, ..EngineConfig::default() };
+    let engine = Engine::new(local(std::path::Path::new(dir)), cfg);
+    let before = peak_rss_kib();
+    let t = Instant::now();
+    let (n, bytes) = scan_all(&engine, "b").await;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "scan of {n} events, {:.2} GB of event data: {:.2} s ({:.2} GB/s), peak RSS {:.1} MiB (at start {:.1} MiB)",
+        bytes as f64 / 1e9,
+        secs,
+        bytes as f64 / 1e9 / secs,
+        peak_rss_kib() as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
+}
+
+fn overhead() {
+    let events: Vec<Event> = (0..100_000u64)
+        .map(|i| Event {
+            stream: format!("order-{}", i % 1000).into(),
+            revision: i / 1000,
+            event_type: "OrderPlaced".into(),
+            timestamp: 1_700_000_000_000 + i as i64,
+            id: None,
+            tags: vec![],
+            binary: false,
+            data: Bytes::from(json_event(i, 100)),
+        })
+        .collect();
+    let mut sorted = events.clone();
+    sorted.sort_by_key(|e| e.stream.clone());
+    // Revisions must be consecutive per stream: re-number in seq order.
+    let mut next = std::collections::HashMap::new();
+    let events: Vec<Event> = events
+        .into_iter()
+        .map(|mut e| {
+            let r = next.entry(e.stream.clone()).or_insert(0u64);
+            e.revision = *r;
+            *r += 1;
+            e
+        })
+        .collect();
+    let raw: usize = events.iter().map(|e| e.data.len() + e.stream.len() + e.event_type.len()).sum();
+    let data: usize = events.iter().map(|e| e.data.len()).sum();
+    for (name, codec) in [("none", Codec::None), ("lz4", Codec::Lz4), ("zstd-1", Codec::Zstd)] {
+        let t = Instant::now();
+        let seg = encode_segment(&events, &EncodeOptions { codec, zstd_level: 1, block_target: 256 << 10 }).expect("encode");
+        let n = events.len() as f64;
+        println!("{name}: encode {:.0} ns/event", t.elapsed().as_nanos() as f64 / n);
+        println!(
+            "{name}: {:.1} B/event stored for {:.1} B of data ({:.1} B with stream and type); format overhead {:+.1} B/event; ratio {:.2}x",
+            seg.bytes.len() as f64 / n,
+            data as f64 / n,
+            raw as f64 / n,
+            (seg.bytes.len() as f64 - raw as f64) / n,
+            data as f64 / seg.bytes.len() as f64
+        );
+    }
+}
+
+fn bench_dir() -> std::path::PathBuf {
+    std::env::var_os("CAIRN_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    if args.first().map(String::as_str) == Some("scan-child") {
+        rt.block_on(scan_child(&args[1]));
+        return;
+    }
+    let all = args.is_empty();
+    let on = |s: &str| all || args.iter().any(|a| a == s);
+    rt.block_on(async {
+        if on("overhead") || on("codecs") {
+            overhead();
+        }
+        if on("append") {
+            bench_append("append 100 B x 1000/batch (one stream each), 16 appenders", 3_000_000, 1000, 16, 100, 0).await;
+            bench_append("append 100 B x 1000/batch (1000 streams each), 16 appenders", 3_000_000, 1000, 16, 100, 1000).await;
+        }
+        if on("append1") {
+            bench_append("append 100 B x 1/batch, 64 appenders", 50_000, 1, 64, 100, 1000).await;
+        }
+        if on("append1k") {
+            bench_append("append 1 KiB x 1000/batch (one stream each), 16 appenders", 1_000_000, 1000, 16, 1024, 0).await;
+        }
+        if on("scan") {
+            bench_scan().await;
+        }
+        if on("stream") {
+            bench_stream().await;
+        }
+        if on("memory") {
+            bench_memory().await;
+        }
+    });
+}

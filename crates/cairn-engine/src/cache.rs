@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cairn_format::block::DecodedEvent;
+use cairn_format::block::Event;
 use cairn_format::index::{IndexFooter, StreamRuns};
 use cairn_format::segment::Footer;
 use quick_cache::sync::Cache;
@@ -38,7 +38,7 @@ pub struct Caches {
     footers: C<Arc<str>, Footer>,
     index_footers: C<Arc<str>, IndexFooter>,
     pages: C<(Arc<str>, u64), Vec<StreamRuns>>,
-    blocks: C<(Arc<str>, u64), Vec<DecodedEvent>>,
+    blocks: C<(Arc<str>, u64), Block>,
 }
 
 fn footer_weight(f: &Footer) -> u64 {
@@ -48,8 +48,36 @@ fn footer_weight(f: &Footer) -> u64 {
         + f.id_filters.iter().map(|i| i.filter.byte_len() + 16).sum::<usize>()) as u64
 }
 
-pub fn block_weight(events: &[DecodedEvent]) -> u64 {
-    events.iter().map(|e| (e.event.data.len() + e.event.stream.len() + e.event.event_type.len() + 96) as u64).sum()
+/// The decoded events of one block: a window of a shared vector, so the
+/// writer caches the blocks it committed without copying them.
+#[derive(Clone, Debug)]
+pub struct Block {
+    events: Arc<Vec<Event>>,
+    start: usize,
+    len: usize,
+    pub first_index: u32,
+}
+
+impl Block {
+    pub fn new(events: Vec<Event>, first_index: u32) -> Block {
+        let len = events.len();
+        Block { events: Arc::new(events), start: 0, len, first_index }
+    }
+
+    pub fn window(events: Arc<Vec<Event>>, start: usize, len: usize, first_index: u32) -> Block {
+        debug_assert!(start + len <= events.len());
+        Block { events, start, len, first_index }
+    }
+
+    /// (index in the segment, event)
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u32, &Event)> {
+        let first = self.first_index;
+        self.events[self.start..self.start + self.len].iter().enumerate().map(move |(i, e)| (first + i as u32, e))
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.iter().map(|(_, e)| (e.data.len() + e.stream.len() + e.event_type.len() + 96) as u64).sum()
+    }
 }
 
 impl Caches {
@@ -83,11 +111,11 @@ impl Caches {
     pub fn put_page(&self, name: Arc<str>, offset: u64, p: Arc<Vec<StreamRuns>>, w: u64) {
         self.pages.insert((name, offset), Sized(p, w));
     }
-    pub fn block(&self, name: &Arc<str>, offset: u64) -> Option<Arc<Vec<DecodedEvent>>> {
+    pub fn block(&self, name: &Arc<str>, offset: u64) -> Option<Arc<Block>> {
         self.blocks.get(&(name.clone(), offset)).map(|s| s.0)
     }
-    pub fn put_block(&self, name: Arc<str>, offset: u64, b: Arc<Vec<DecodedEvent>>) {
-        let w = block_weight(&b);
+    pub fn put_block(&self, name: Arc<str>, offset: u64, b: Arc<Block>) {
+        let w = b.weight();
         self.blocks.insert((name, offset), Sized(b, w));
     }
     /// Bytes held: (metadata, blocks).

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use cairn_format::block::{DecodedEvent, Event, BLOCK_HEADER_LEN};
+use cairn_format::block::{Event, BLOCK_HEADER_LEN};
 use cairn_format::bloom::BloomHash;
 use cairn_format::index::SegmentRef;
 use cairn_format::manifest::Manifest;
@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 
+use crate::cache::Block;
 use crate::error::{ReadError, StorageError};
 use crate::store::Store;
 use crate::writer::{stream_hash, IdHit};
@@ -142,14 +143,14 @@ pub(crate) async fn find_ids(store: &Store, m: &Manifest, gaps: &[(u64, u64)], i
             for bi in blocks {
                 let b = &f.blocks[bi];
                 let evs = store.block(&seg.name, b.offset, b.len, b.first_index, false).await?;
-                for d in evs.iter() {
-                    let seq = seg.base_seq + u64::from(d.index);
+                for (index, e) in evs.iter() {
+                    let seq = seg.base_seq + u64::from(index);
                     if seq < from || seq >= to {
                         continue;
                     }
-                    if let Some(id) = d.event.id {
+                    if let Some(id) = e.id {
                         if ids.contains(&id) {
-                            found.insert(id, IdHit { seq, revision: d.event.revision, stream_hash: stream_hash(&d.event.stream) });
+                            found.insert(id, IdHit { seq, revision: e.revision, stream_hash: stream_hash(&e.stream) });
                         }
                     }
                 }
@@ -168,7 +169,7 @@ struct Unit {
     end_seq: u64,
 }
 
-type Fetched = Result<(u64, Vec<Arc<Vec<DecodedEvent>>>, u64), StorageError>;
+type Fetched = Result<(u64, Vec<Arc<Block>>, u64), StorageError>;
 
 /// A read of the whole store from a seq, in seq order.
 pub struct StoreScan {
@@ -366,15 +367,15 @@ impl StoreScan {
             let mut last = None;
             'blocks: for b in &blocks {
                 if self.tag.is_some() {
-                    self.budget = self.budget.saturating_sub(crate::cache::block_weight(b));
+                    self.budget = self.budget.saturating_sub(b.weight());
                 }
-                for d in b.iter() {
-                    let seq = base + u64::from(d.index);
+                for (index, e) in b.iter() {
+                    let seq = base + u64::from(index);
                     if seq < self.pos || seq >= self.end {
                         continue;
                     }
-                    if has_tag(&d.event, &self.tag) {
-                        out.push(ReadEvent { seq, event: d.event.clone() });
+                    if has_tag(e, &self.tag) {
+                        out.push(ReadEvent { seq, event: e.clone() });
                         last = Some(seq);
                         self.left -= 1;
                         if self.left == 0 {
@@ -496,14 +497,14 @@ impl StreamScan {
                 Err(e) => return Err(e.into()),
             };
             let mut out = Vec::new();
-            let mine = evs.iter().filter(|d| d.event.stream == self.stream);
-            let pick = |d: &DecodedEvent| ReadEvent { seq: loc.base_seq + u64::from(d.index), event: d.event.clone() };
+            let mine = evs.iter().filter(|(_, e)| *e.stream == *self.stream);
+            let pick = |index: u32, e: &Event| ReadEvent { seq: loc.base_seq + u64::from(index), event: e.clone() };
             match self.direction {
                 Direction::Forward => {
-                    for d in mine.filter(|d| d.event.revision >= cursor) {
-                        self.next = Some(d.event.revision + 1);
-                        if has_tag(&d.event, &self.tag) {
-                            out.push(pick(d));
+                    for (index, e) in mine.filter(|(_, e)| e.revision >= cursor) {
+                        self.next = Some(e.revision + 1);
+                        if has_tag(e, &self.tag) {
+                            out.push(pick(index, e));
                             self.left -= 1;
                             if self.left == 0 {
                                 break;
@@ -512,11 +513,10 @@ impl StreamScan {
                     }
                 }
                 Direction::Backward => {
-                    let v: Vec<&DecodedEvent> = mine.filter(|d| d.event.revision <= cursor).collect();
-                    for d in v.into_iter().rev() {
-                        self.next = d.event.revision.checked_sub(1);
-                        if has_tag(&d.event, &self.tag) {
-                            out.push(pick(d));
+                    for (index, e) in mine.rev().filter(|(_, e)| e.revision <= cursor) {
+                        self.next = e.revision.checked_sub(1);
+                        if has_tag(e, &self.tag) {
+                            out.push(pick(index, e));
                             self.left -= 1;
                             if self.left == 0 {
                                 break;

@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_format::block::{decode_block, DecodedEvent};
+use cairn_format::block::decode_block_events;
 use cairn_format::index::{decode_index_footer, decode_page, IndexFooter, PageMeta, SegmentRef, StreamRuns};
 use cairn_format::manifest::{Boundary, IndexRef, Manifest, Root};
 use cairn_format::segment::{decode_footer, Footer};
 use object_store::path::Path;
 use tokio::sync::{mpsc, watch};
 
-use crate::cache::Caches;
+use crate::cache::{Block, Caches};
 use crate::error::{StorageError, StoreError};
 use crate::objects::{numbered, Objects, StorePaths};
 use crate::writer::WriterMsg;
@@ -227,14 +227,14 @@ impl Store {
 
     /// One block, decoded. `fill` puts it in the cache (scans do not, so a
     /// full scan cannot evict the working set).
-    pub async fn block(&self, seg: &str, offset: u64, len: u32, first_index: u32, fill: bool) -> Result<Arc<Vec<DecodedEvent>>, StorageError> {
+    pub async fn block(&self, seg: &str, offset: u64, len: u32, first_index: u32, fill: bool) -> Result<Arc<Block>, StorageError> {
         let key: Arc<str> = seg.into();
         if let Some(b) = self.shared.caches.block(&key, offset) {
             return Ok(b);
         }
         let path = self.paths.object(seg);
         let frame = self.shared.objects.get_range(&path, offset..offset + u64::from(len)).await?;
-        let b = Arc::new(decode_block(&frame, first_index, path.as_ref())?);
+        let b = Arc::new(Block::new(decode_block_events(&frame, path.as_ref())?, first_index));
         if fill {
             self.shared.caches.put_block(key, offset, b.clone());
         }
@@ -242,11 +242,11 @@ impl Store {
     }
 
     /// Decodes blocks out of a range read that covers several of them.
-    pub fn decode_cached(&self, seg: &str, offset: u64, frame: &[u8], first_index: u32) -> Result<Arc<Vec<DecodedEvent>>, StorageError> {
+    pub fn decode_cached(&self, seg: &str, offset: u64, frame: &[u8], first_index: u32) -> Result<Arc<Block>, StorageError> {
         if let Some(b) = self.shared.caches.block(&seg.into(), offset) {
             return Ok(b);
         }
-        Ok(Arc::new(decode_block(frame, first_index, self.paths.object(seg).as_ref())?))
+        Ok(Arc::new(Block::new(decode_block_events(frame, self.paths.object(seg).as_ref())?, first_index)))
     }
 
     /// Every segment holding seqs in `[from, to)`, in seq order: recent ones

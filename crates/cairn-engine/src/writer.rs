@@ -9,12 +9,14 @@
 //! absent means put the identical bytes again. Only after the manifest put
 //! and the GC-boundary check is anything acknowledged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_format::block::{DecodedEvent, Event};
+use cairn_format::block::Event;
 use cairn_format::bloom::BloomHash;
 use cairn_format::index::SegmentRef;
 use cairn_format::manifest::{Manifest, Retired};
@@ -152,7 +154,7 @@ impl From<StorageError> for PrepareError {
 }
 
 struct Prepared {
-    events: Vec<Event>,
+    events: Arc<Vec<Event>>,
     /// (request, index of its first event in `events`, its ranges)
     accepted: Vec<(usize, usize, Vec<StreamRange>)>,
     /// (request, the earlier request in this batch with the same ids)
@@ -162,8 +164,14 @@ struct Prepared {
 struct Uploaded {
     name: String,
     seg: EncodedSegment,
-    signature: Vec<(String, u64)>,
+    /// The events encoded: a rebase that leaves every (stream, revision)
+    /// as it was reuses the segment (seqs in it are relative).
+    events: Arc<Vec<Event>>,
     at: Instant,
+}
+
+fn same_positions(a: &[Event], b: &[Event]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.revision == y.revision && x.stream == y.stream)
 }
 
 struct Writer {
@@ -257,11 +265,10 @@ impl Writer {
                 self.answer_same(&mut reqs, &prep, &[]);
                 return;
             }
-            let signature: Vec<(String, u64)> = prep.events.iter().map(|e| (e.stream.clone(), e.revision)).collect();
-            let reuse = uploaded.as_ref().is_some_and(|u| u.signature == signature && u.at.elapsed() < self.cfg.reupload_after);
+            let reuse = uploaded.as_ref().is_some_and(|u| same_positions(&u.events, &prep.events) && u.at.elapsed() < self.cfg.reupload_after);
             if !reuse {
-                match self.upload(&prep.events).await {
-                    Ok(u) => uploaded = Some(Uploaded { signature, ..u }),
+                match self.upload(prep.events.clone()).await {
+                    Ok(u) => uploaded = Some(u),
                     Err(e) => {
                         reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
                         return;
@@ -288,9 +295,12 @@ impl Writer {
                     return;
                 }
             };
-            match self.create_resolved(&next, bytes, &up.name, deadline).await {
+            let seg_name = up.name.clone();
+            match self.create_resolved(&next, bytes, &seg_name, deadline).await {
                 Resolved::Committed => {
-                    let outcomes = self.after_commit(next, &prep, up, applied);
+                    let Some(up) = uploaded.take() else { return };
+                    let mut prep = prep;
+                    let outcomes = self.after_commit(next, &mut prep, up, applied);
                     self.answer_same(&mut reqs, &prep, &outcomes);
                     return;
                 }
@@ -345,7 +355,8 @@ impl Writer {
         let now = self.clock.now_ms();
         let mut overlay: HashMap<String, Option<u64>> = HashMap::new();
         let mut batch_ids: HashMap<[u8; 16], usize> = HashMap::new();
-        let mut out = Prepared { events: Vec::new(), accepted: Vec::new(), same_as: Vec::new() };
+        let mut events: Vec<Event> = Vec::new();
+        let mut out = Prepared { events: Arc::new(Vec::new()), accepted: Vec::new(), same_as: Vec::new() };
         let mut replies: Vec<(usize, Result<AppendOutcome, AppendError>)> = Vec::new();
         for ri in 0..reqs.len() {
             if reqs[ri].reply.is_none() {
@@ -353,12 +364,15 @@ impl Writer {
             }
             let batch = &reqs[ri].batch;
             let mut streams: Vec<String> = Vec::new();
+            let mut stream_ix: HashMap<&str, usize> = HashMap::new();
             for e in &batch.events {
-                if !streams.contains(&e.stream) {
+                if !stream_ix.contains_key(e.stream.as_str()) {
+                    stream_ix.insert(&e.stream, streams.len());
                     streams.push(e.stream.clone());
                 }
             }
-            let expect = |s: &str| batch.expected.iter().find(|(n, _)| n == s).map_or(Expectation::Any, |(_, e)| *e);
+            let expected: HashMap<&str, Expectation> = batch.expected.iter().map(|(n, e)| (n.as_str(), *e)).collect();
+            let expect = |s: &str| expected.get(s).copied().unwrap_or(Expectation::Any);
             let mut cur = Vec::with_capacity(streams.len());
             for s in &streams {
                 let h = match overlay.get(s) {
@@ -407,29 +421,38 @@ impl Writer {
                 replies.push((ri, Err(AppendError::WrongExpectedRevision(conflicts))));
                 continue;
             }
-            let first = out.events.len();
-            let mut ranges: Vec<StreamRange> = Vec::new();
+            let first = events.len();
+            let mut ranges: Vec<StreamRange> = streams
+                .iter()
+                .zip(&cur)
+                .map(|(s, h)| {
+                    let r = h.map_or(0, |r| r + 1);
+                    StreamRange { stream: s.clone(), first_revision: r, last_revision: r }
+                })
+                .collect();
+            let mut counts = vec![0u64; streams.len()];
+            // One shared name per stream and type of the request.
+            let names: Vec<Arc<str>> = streams.iter().map(|s| Arc::from(s.as_str())).collect();
+            let mut types: HashMap<&str, Arc<str>> = HashMap::new();
             for e in &reqs[ri].batch.events {
-                let slot = overlay.entry(e.stream.clone()).or_insert_with(|| {
-                    let i = streams.iter().position(|s| s == &e.stream).unwrap_or(0);
-                    cur[i]
-                });
-                let revision = slot.map_or(0, |r| r + 1);
-                *slot = Some(revision);
-                match ranges.iter_mut().find(|r| r.stream == e.stream) {
-                    Some(r) => r.last_revision = revision,
-                    None => ranges.push(StreamRange { stream: e.stream.clone(), first_revision: revision, last_revision: revision }),
-                }
-                out.events.push(Event {
-                    stream: e.stream.clone(),
+                let si = stream_ix[e.stream.as_str()];
+                let revision = ranges[si].first_revision + counts[si];
+                counts[si] += 1;
+                ranges[si].last_revision = revision;
+                let event_type = types.entry(e.event_type.as_str()).or_insert_with(|| Arc::from(e.event_type.as_str())).clone();
+                events.push(Event {
+                    stream: names[si].clone(),
                     revision,
-                    event_type: e.event_type.clone(),
+                    event_type,
                     timestamp: e.timestamp.unwrap_or(now),
                     id: e.id.map(|u| *u.as_bytes()),
                     tags: e.tags.clone(),
                     binary: e.binary,
                     data: e.data.clone(),
                 });
+            }
+            for (s, r) in streams.iter().zip(&ranges) {
+                overlay.insert(s.clone(), Some(r.last_revision));
             }
             for id in &ids {
                 batch_ids.insert(*id, ri);
@@ -439,6 +462,7 @@ impl Writer {
         for (ri, r) in replies {
             reqs[ri].answer(r);
         }
+        out.events = Arc::new(events);
         Ok(out)
     }
 
@@ -498,9 +522,9 @@ impl Writer {
         Ok(Found::All(AppendOutcome { first_seq: hits[0].seq, last_seq: hits[hits.len() - 1].seq, streams: ranges, deduplicated: true }))
     }
 
-    async fn upload(&self, events: &[Event]) -> Result<Uploaded, StorageError> {
+    async fn upload(&self, events: Arc<Vec<Event>>) -> Result<Uploaded, StorageError> {
         let enc = self.cfg.encode;
-        let owned: Vec<Event> = events.to_vec();
+        let owned = events.clone();
         let seg = tokio::task::spawn_blocking(move || encode_segment(&owned, &enc))
             .await
             .map_err(|e| StorageError::Backend(format!("encoder task: {e}")))??;
@@ -509,7 +533,7 @@ impl Writer {
         // its answer arrives.
         let at = Instant::now();
         self.store.shared.objects.put(&self.store.paths.object(&name), Bytes::from(seg.bytes.clone())).await?;
-        Ok(Uploaded { name, seg, signature: Vec::new(), at })
+        Ok(Uploaded { name, seg, events, at })
     }
 
     fn next_manifest(&mut self, up: &Uploaded, prep: &Prepared) -> (Manifest, bool) {
@@ -622,7 +646,7 @@ impl Writer {
         Ok(newest)
     }
 
-    fn after_commit(&mut self, next: Manifest, prep: &Prepared, up: &Uploaded, applied: bool) -> Vec<(usize, AppendOutcome)> {
+    fn after_commit(&mut self, next: Manifest, prep: &mut Prepared, up: Uploaded, applied: bool) -> Vec<(usize, AppendOutcome)> {
         let base = self.view.next_seq;
         let next = Arc::new(next);
         self.view = next.clone();
@@ -636,7 +660,12 @@ impl Writer {
             let first_seq = base + *first as u64;
             outcomes.push((*ri, AppendOutcome { first_seq, last_seq: first_seq + n - 1, streams: ranges.clone(), deduplicated: false }));
             for r in ranges {
-                self.heads.insert(r.stream.clone(), Some(r.last_revision));
+                match self.heads.get_mut(&r.stream) {
+                    Some(h) => *h = Some(r.last_revision),
+                    None => {
+                        self.heads.insert(r.stream.clone(), Some(r.last_revision));
+                    }
+                }
             }
         }
         for (i, e) in prep.events.iter().enumerate() {
@@ -649,13 +678,13 @@ impl Writer {
         // read from memory.
         let caches = &self.store.shared.caches;
         let name: Arc<str> = up.name.as_str().into();
-        caches.put_footer(name.clone(), Arc::new(up.seg.footer.clone()));
-        for b in &up.seg.footer.blocks {
-            let evs: Vec<DecodedEvent> = (b.first_index..b.first_index + b.count)
-                .map(|i| DecodedEvent { index: i, event: prep.events[i as usize].clone() })
-                .collect();
-            caches.put_block(name.clone(), b.offset, Arc::new(evs));
+        // The blocks share the committed events: nothing is copied.
+        let Uploaded { seg, events, .. } = up;
+        for b in &seg.footer.blocks {
+            let block = crate::cache::Block::window(events.clone(), b.first_index as usize, b.count as usize, b.first_index);
+            caches.put_block(name.clone(), b.offset, Arc::new(block));
         }
+        caches.put_footer(name, Arc::new(seg.footer));
         self.maybe_start_maintenance();
         outcomes
     }

@@ -7,9 +7,10 @@
 //! strings, so no other block is needed to read it. Seqs are not stored: an
 //! event's seq is its segment's base seq plus its index in the segment.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::codec::{le_u32, put_bytes, put_varint, put_zigzag, Cursor};
 use crate::Error;
@@ -44,11 +45,13 @@ const FLAG_TAGS: u8 = 2;
 const FLAG_BINARY: u8 = 4;
 
 /// One event as stored. `data` holds JSON text, or raw bytes when `binary`.
+/// Stream and type names are shared (`Arc<str>`): a decoded block holds one
+/// copy of each, as its dictionaries do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    pub stream: String,
+    pub stream: Arc<str>,
     pub revision: u64,
-    pub event_type: String,
+    pub event_type: Arc<str>,
     pub timestamp: i64,
     pub id: Option<[u8; 16]>,
     pub tags: Vec<(String, String)>,
@@ -67,7 +70,7 @@ pub struct DecodedEvent {
 /// one framed block. Events of one stream must have consecutive revisions.
 pub fn encode_block(events: &[Event], codec: Codec, zstd_level: i32) -> Result<Vec<u8>, Error> {
     let mut streams: Vec<(&str, u64)> = Vec::new();
-    let mut stream_ix: HashMap<&str, (usize, u64)> = HashMap::new();
+    let mut stream_ix: HashMap<&str, usize> = HashMap::new();
     let mut types: Vec<&str> = Vec::new();
     let mut type_ix: HashMap<&str, usize> = HashMap::new();
     let mut strings: Vec<&str> = Vec::new();
@@ -75,21 +78,23 @@ pub fn encode_block(events: &[Event], codec: Codec, zstd_level: i32) -> Result<V
     let mut body = Vec::with_capacity(events.iter().map(|e| e.data.len() + 8).sum());
     let base_ts = events.first().map_or(0, |e| e.timestamp);
     let mut prev_ts = base_ts;
+    let mut next_rev: Vec<u64> = Vec::new();
+    let mut last: Option<(&str, usize)> = None;
     for e in events {
-        let si = match stream_ix.get_mut(e.stream.as_str()) {
-            Some((i, next)) => {
-                if e.revision != *next {
-                    return Err(Error::Invalid(format!("stream {:?}: revision {} after {}", e.stream, e.revision, *next - 1)));
-                }
-                *next += 1;
-                *i
-            }
-            None => {
+        // Runs of one stream (the usual batch) skip the look-up.
+        let si = match last {
+            Some((name, i)) if name == &*e.stream => i,
+            _ => *stream_ix.entry(&e.stream).or_insert_with(|| {
                 streams.push((&e.stream, e.revision));
-                stream_ix.insert(&e.stream, (streams.len() - 1, e.revision + 1));
+                next_rev.push(e.revision);
                 streams.len() - 1
-            }
+            }),
         };
+        last = Some((&e.stream, si));
+        if e.revision != next_rev[si] {
+            return Err(Error::Invalid(format!("stream {:?}: revision {} where {} was next", e.stream, e.revision, next_rev[si])));
+        }
+        next_rev[si] += 1;
         let ti = *type_ix.entry(&e.event_type).or_insert_with(|| {
             types.push(&e.event_type);
             types.len() - 1
@@ -167,7 +172,16 @@ pub fn encode_block(events: &[Event], codec: Codec, zstd_level: i32) -> Result<V
 /// Decodes one framed block whose first event has index `first_index` in its
 /// segment. `object` names the object in errors.
 pub fn decode_block(frame: &[u8], first_index: u32, object: &str) -> Result<Vec<DecodedEvent>, Error> {
-    let err = |why: String| Error::Corrupt(format!("{object}: block at index {first_index}: {why}"));
+    let events = decode_block_events(frame, object)?;
+    if first_index.checked_add(events.len() as u32).is_none() {
+        return Err(Error::Corrupt(format!("{object}: event index overflows")));
+    }
+    Ok(events.into_iter().zip(first_index..).map(|(event, index)| DecodedEvent { index, event }).collect())
+}
+
+/// Decodes one framed block into its events, in order.
+pub fn decode_block_events(frame: &[u8], object: &str) -> Result<Vec<Event>, Error> {
+    let err = |why: String| Error::Corrupt(format!("{object}: block: {why}"));
     if frame.len() < BLOCK_HEADER_LEN {
         return Err(err("truncated header".into()));
     }
@@ -197,10 +211,10 @@ pub fn decode_block(frame: &[u8], first_index: u32, object: &str) -> Result<Vec<
     if raw.len() != decoded_len as usize {
         return Err(err("decoded length mismatch".into()));
     }
-    decode_payload(&raw, first_index).map_err(|e| err(e.to_string()))
+    decode_payload(&raw).map_err(|e| err(e.to_string()))
 }
 
-fn decode_payload(raw: &[u8], first_index: u32) -> Result<Vec<DecodedEvent>, Error> {
+fn decode_payload(raw: &[u8]) -> Result<Vec<Event>, Error> {
     let mut c = Cursor::new(raw, "payload");
     // Every event takes at least 5 bytes (flags, stream, type, ts, data len).
     let n = c.count(5)?;
@@ -208,12 +222,12 @@ fn decode_payload(raw: &[u8], first_index: u32) -> Result<Vec<DecodedEvent>, Err
     let ns = c.count(2)?;
     let mut streams = Vec::with_capacity(ns);
     for _ in 0..ns {
-        streams.push((c.string()?, c.varint()?));
+        streams.push((Arc::<str>::from(c.string()?), c.varint()?));
     }
     let nt = c.count(1)?;
     let mut types = Vec::with_capacity(nt);
     for _ in 0..nt {
-        types.push(c.string()?);
+        types.push(Arc::<str>::from(c.string()?));
     }
     let nstr = c.count(1)?;
     let mut strings = Vec::with_capacity(nstr);
@@ -250,22 +264,7 @@ fn decode_payload(raw: &[u8], first_index: u32) -> Result<Vec<DecodedEvent>, Err
         let data = Bytes::copy_from_slice(c.bytes()?);
         let revision = next_rev[si];
         next_rev[si] += 1;
-        let index = first_index
-            .checked_add(i as u32)
-            .ok_or_else(|| Error::Corrupt("event index overflows".into()))?;
-        out.push(DecodedEvent {
-            index,
-            event: Event {
-                stream: stream.clone(),
-                revision,
-                event_type: event_type.clone(),
-                timestamp: ts,
-                id,
-                tags,
-                binary: flags & FLAG_BINARY != 0,
-                data,
-            },
-        });
+        out.push(Event { stream: stream.clone(), revision, event_type: event_type.clone(), timestamp: ts, id, tags, binary: flags & FLAG_BINARY != 0, data });
     }
     if c.remaining() != 0 {
         return Err(Error::Corrupt(format!("{} trailing bytes", c.remaining())));

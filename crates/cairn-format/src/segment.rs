@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use foldhash::{HashMap, HashMapExt};
+
 use serde::{Deserialize, Serialize};
 
 use crate::block::{encode_block, Codec, Event};
@@ -195,8 +197,11 @@ pub fn encode_segment(events: &[Event], opts: &EncodeOptions) -> Result<EncodedS
     }
     let mut bytes = Vec::with_capacity(events.iter().map(|e| e.data.len() + 16).sum::<usize>() / 2 + 1024);
     let mut blocks = Vec::new();
-    let mut streams: BTreeMap<&str, StreamEntry> = BTreeMap::new();
-    let mut tags: BTreeMap<(&str, &str), Vec<u32>> = BTreeMap::new();
+    // Hash maps while collecting (one look-up per event, and none while
+    // the stream stays the same), sorted once at the end.
+    let mut stream_ix: HashMap<&str, usize> = HashMap::new();
+    let mut streams: Vec<StreamEntry> = Vec::new();
+    let mut tags: HashMap<(&str, &str), Vec<u32>> = HashMap::new();
     let mut start = 0;
     while start < events.len() {
         let mut end = start;
@@ -209,13 +214,17 @@ pub fn encode_segment(events: &[Event], opts: &EncodeOptions) -> Result<EncodedS
         let block = blocks.len() as u32;
         let frame = encode_block(chunk, opts.codec, opts.zstd_level)?;
         let decoded_len = le_u32(&frame, 1);
+        let mut last: Option<(&str, usize)> = None;
         for e in chunk {
-            let entry = streams.entry(&e.stream).or_insert_with(|| StreamEntry {
-                name: e.stream.clone(),
-                first_revision: e.revision,
-                count: 0,
-                blocks: Vec::new(),
-            });
+            let i = match last {
+                Some((name, i)) if name == &*e.stream => i,
+                _ => *stream_ix.entry(&e.stream).or_insert_with(|| {
+                    streams.push(StreamEntry { name: e.stream.to_string(), first_revision: e.revision, count: 0, blocks: Vec::new() });
+                    streams.len() - 1
+                }),
+            };
+            last = Some((&e.stream, i));
+            let entry = &mut streams[i];
             if e.revision != entry.first_revision + u64::from(entry.count) {
                 return Err(Error::Invalid(format!("stream {:?}: revisions not consecutive", e.stream)));
             }
@@ -253,12 +262,17 @@ pub fn encode_segment(events: &[Event], opts: &EncodeOptions) -> Result<EncodedS
         min_ts: blocks.iter().map(|b| b.min_ts).min().unwrap_or(0),
         max_ts: blocks.iter().map(|b| b.max_ts).max().unwrap_or(0),
         blocks,
-        stream_filter: Bloom::from_items(streams.keys().map(|s| s.as_bytes()).collect::<Vec<_>>().into_iter()),
-        streams: streams.into_values().collect(),
-        tags: tags
-            .into_iter()
-            .map(|((k, v), blocks)| TagEntry { key: k.to_string(), value: v.to_string(), blocks })
-            .collect(),
+        stream_filter: Bloom::from_items(streams.iter().map(|s| s.name.as_bytes()).collect::<Vec<_>>().into_iter()),
+        streams: {
+            streams.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            streams
+        },
+        tags: {
+            let mut t: Vec<TagEntry> =
+                tags.into_iter().map(|((k, v), blocks)| TagEntry { key: k.to_string(), value: v.to_string(), blocks }).collect();
+            t.sort_unstable_by(|a, b| (&a.key, &a.value).cmp(&(&b.key, &b.value)));
+            t
+        },
         id_filters,
     };
     let footer_offset = bytes.len() as u64;

@@ -24,9 +24,9 @@ fn arb_events() -> impl Strategy<Value = Vec<Event>> {
                 let revision = next[s];
                 next[s] += 1;
                 Event {
-                    stream: format!("stream-{s}"),
+                    stream: format!("stream-{s}").into(),
                     revision,
-                    event_type: format!("Type{t}"),
+                    event_type: format!("Type{t}").into(),
                     timestamp: i64::from(ts),
                     id,
                     tags: tags.into_iter().map(|(k, v)| (format!("k{k}"), format!("v{v}"))).collect(),
@@ -179,7 +179,7 @@ proptest! {
         prop_assert_eq!(mp, wp.clone());
         for e in &events {
             let page = wf.page_for(&e.stream).unwrap();
-            let s = wp[page].iter().find(|s| s.name == e.stream).unwrap();
+            let s = wp[page].iter().find(|s| *s.name == *e.stream).unwrap();
             prop_assert!(e.revision <= s.last_revision);
         }
     }

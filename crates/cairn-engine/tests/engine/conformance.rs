@@ -78,9 +78,9 @@ async fn appends_get_gapless_seqs_and_revisions(b: Backend) {
     let all = read_all(&e, "s").await;
     assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..55).collect::<Vec<_>>());
     assert_eq!(all[3].event.data.as_ref(), b"4");
-    assert_eq!((all[3].event.stream.as_str(), all[3].event.revision), ("a", 2));
+    assert_eq!((&*all[3].event.stream, all[3].event.revision), ("a", 2));
     for s in 0..5 {
-        let revs: Vec<u64> = all.iter().filter(|r| r.event.stream == format!("c{s}")).map(|r| r.event.revision).collect();
+        let revs: Vec<u64> = all.iter().filter(|r| *r.event.stream == *format!("c{s}")).map(|r| r.event.revision).collect();
         assert_eq!(revs, (0..10).collect::<Vec<_>>());
     }
     assert_eq!(e.stream_head("s", "a").await.unwrap(), Some(2));
@@ -373,10 +373,10 @@ async fn two_engines_interleave_commits(b: Backend) {
     assert_eq!(all.len(), 60);
     for a in &acks {
         let r = &all[a.first_seq as usize];
-        assert_eq!((r.event.stream.as_str(), r.event.revision), (a.streams[0].stream.as_str(), a.streams[0].first_revision));
+        assert_eq!((&*r.event.stream, r.event.revision), (a.streams[0].stream.as_str(), a.streams[0].first_revision));
     }
     for s in 0..4 {
-        let revs: Vec<u64> = all.iter().filter(|r| r.event.stream == format!("s{s}")).map(|r| r.event.revision).collect();
+        let revs: Vec<u64> = all.iter().filter(|r| *r.event.stream == *format!("s{s}")).map(|r| r.event.revision).collect();
         assert_eq!(revs, (0..15).collect::<Vec<_>>());
     }
 }

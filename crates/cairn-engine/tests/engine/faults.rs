@@ -115,7 +115,7 @@ async fn run(b: Backend, seed: u64) {
     assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..all.len() as u64).collect::<Vec<_>>(), "seqs have gaps");
     let mut revs: HashMap<&str, u64> = HashMap::new();
     for r in &all {
-        let next = revs.entry(r.event.stream.as_str()).or_insert(0);
+        let next = revs.entry(&*r.event.stream).or_insert(0);
         assert_eq!(r.event.revision, *next, "revision gap in {}", r.event.stream);
         *next += 1;
     }

@@ -152,7 +152,7 @@ async fn run(ops: Vec<Op>) {
     }
     for n in &nodes {
         let all = read_all(n, "m").await;
-        let got: Vec<(String, u64, String)> = all.iter().map(|r| (r.event.stream.clone(), r.event.revision, String::from_utf8_lossy(&r.event.data).into())).collect();
+        let got: Vec<(String, u64, String)> = all.iter().map(|r| (r.event.stream.to_string(), r.event.revision, String::from_utf8_lossy(&r.event.data).into())).collect();
         assert_eq!(got, model.log);
         for (s, h) in &model.heads {
             assert_eq!(n.stream_head("m", s).await.unwrap(), Some(*h));

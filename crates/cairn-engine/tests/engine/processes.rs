@@ -78,7 +78,7 @@ async fn two_processes_append_to_one_directory() {
         assert_eq!(all[*seq as usize].event.data.as_ref(), id.as_bytes(), "acknowledged event at its seq");
     }
     for s in 0..3 {
-        let revs: Vec<u64> = all.iter().filter(|r| r.event.stream == format!("s{s}")).map(|r| r.event.revision).collect();
+        let revs: Vec<u64> = all.iter().filter(|r| *r.event.stream == *format!("s{s}")).map(|r| r.event.revision).collect();
         assert_eq!(revs, (0..revs.len() as u64).collect::<Vec<_>>());
     }
 }
