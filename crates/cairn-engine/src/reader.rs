@@ -250,19 +250,25 @@ impl StoreScan {
             None => (start..f.blocks.len()).collect(),
             Some((k, v)) => f.tag_blocks(k, v).iter().map(|b| *b as usize).filter(|b| *b >= start).collect(),
         };
+        // A unit is bounded by its decoded size: that, times the read-ahead,
+        // bounds a scan's memory (compressed sizes would let a 12x
+        // compressible store decode 12 times as much).
         let mut unit: Option<Unit> = None;
+        let mut decoded = 0u64;
         for bi in wanted {
             let b = &f.blocks[bi];
             let adjacent = unit.as_ref().is_some_and(|u| {
                 let (o, l, _) = u.blocks[u.blocks.len() - 1];
-                o + u64::from(l) == b.offset && b.offset + u64::from(b.len) - u.blocks[0].0 <= max
+                o + u64::from(l) == b.offset && decoded + u64::from(b.decoded_len) <= max
             });
             if !adjacent {
                 if let Some(u) = unit.take() {
                     self.units.push_back(u);
                 }
                 unit = Some(Unit { seg: seg.clone(), blocks: Vec::new(), end_seq: 0 });
+                decoded = 0;
             }
+            decoded += u64::from(b.decoded_len);
             if let Some(u) = unit.as_mut() {
                 u.blocks.push((b.offset, b.len, b.first_index));
                 u.end_seq = seg.base_seq + u64::from(b.first_index + b.count);
@@ -363,7 +369,7 @@ impl StoreScan {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(if self.tag.is_some() { 0 } else { blocks.iter().map(|b| b.len()).sum::<usize>().min(self.left) });
             let mut last = None;
             'blocks: for b in &blocks {
                 if self.tag.is_some() {
