@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Engine benchmarks on local disk with fsync (in-process). Run with
 //! `cargo bench -p cairn-engine --bench engine [-- SCENARIO...]`; scenarios:
 //! `append`, `append1`, `append1k`, `scan`, `stream`, `memory`, `overhead`,
@@ -198,7 +199,7 @@ async fn bench_stream() {
                 }
                 let events = (first..first + 1000)
                     .map(|i| {
-                        let s = if i % 1000 == 7 && (i / 1000) % 1 == 0 && (i / 1000) < small * 10 { format!("small-{}", (i / 1000) % small) } else { format!("order-{}", i % (streams - small)) };
+                        let s = if i % 1000 == 7 && (i / 1000) < small * 10 { format!("small-{}", (i / 1000) % small) } else { format!("order-{}", i % (streams - small)) };
                         event(s, i, 100)
                     })
                     .collect();

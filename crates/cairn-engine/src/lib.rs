@@ -113,7 +113,7 @@ impl Default for EngineConfig {
             scan_range_bytes: 8 << 20,
             read_ahead: 2,
             tag_scan_budget: 64 << 20,
-            max_recent_segments: 256,
+            max_recent_segments: 240,
             rollup_bytes: 1 << 30,
             keep_recent: 16,
             max_indexes: 32,
@@ -495,7 +495,8 @@ impl Engine {
             t.abort();
         }
         // A writer ends once its queue is closed and drained.
-        for w in std::mem::take(&mut *self.writers.lock().unwrap_or_else(|p| p.into_inner())) {
+        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in writers {
             let _ = w.await;
         }
     }

@@ -107,11 +107,8 @@ impl Store {
     pub async fn refresh(&self) -> Result<Arc<Manifest>, StorageError> {
         let mut cur = self.current();
         let started = Instant::now();
-        loop {
-            match load_manifest(&self.shared.objects, &self.paths, cur.version + 1).await? {
-                Some(next) => cur = Arc::new(next),
-                None => break,
-            }
+        while let Some(next) = load_manifest(&self.shared.objects, &self.paths, cur.version + 1).await? {
+            cur = Arc::new(next);
         }
         let stale = self.confirmed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= self.shared.config.manifest_retention / 2;
         if stale {

@@ -31,6 +31,9 @@ use crate::rollup::{self, Replacement, ReplacementKind};
 use crate::store::{load_manifest, segment_name, KnownBoundary, Store};
 use crate::{AppendBatch, AppendOutcome, Clock, EngineConfig, Expectation, StreamRange};
 
+/// Entries of a manifest's `retired` list kept at most.
+const MAX_RETIRED: usize = 128;
+
 pub(crate) enum WriterMsg {
     Append { batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>> },
 }
@@ -564,8 +567,11 @@ impl Writer {
             tracing::debug!("roll-up no longer applies to the newest manifest; dropped");
             self.ready = None;
         }
-        if next.retired.len() > 4096 {
-            let extra = next.retired.len() - 4096;
+        // Retired objects are unreferenced: dropping an entry only hands
+        // the object to GC's orphan rule (its own age), so the list is kept
+        // short to keep the manifest small.
+        if next.retired.len() > MAX_RETIRED {
+            let extra = next.retired.len() - MAX_RETIRED;
             next.retired.drain(..extra);
         }
         (next, applied)

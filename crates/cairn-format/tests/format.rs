@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Round trips of every format, and hostile bytes that must never panic.
 
 use bytes::Bytes;

@@ -26,6 +26,7 @@ on_every_backend!(
     stale_writer_in_a_collected_slot_recommits,
     long_polls_wake_on_local_and_remote_commits,
     two_engines_interleave_commits,
+    manifests_stay_small_over_many_commits,
 );
 
 async fn stores_are_created_listed_and_deleted(b: Backend) {
@@ -379,4 +380,24 @@ async fn two_engines_interleave_commits(b: Backend) {
         let revs: Vec<u64> = all.iter().filter(|r| *r.event.stream == *format!("s{s}")).map(|r| r.event.revision).collect();
         assert_eq!(revs, (0..15).collect::<Vec<_>>());
     }
+}
+
+async fn manifests_stay_small_over_many_commits(b: Backend) {
+    // Default roll-up settings; many single-event commits. The newest
+    // manifest object must stay far below the 256 KiB cap.
+    let fx = Fixture::new(b);
+    let e = fx.engine(test_config());
+    e.create_store("s").await.unwrap();
+    for i in 0..1200u64 {
+        e.append("s", batch(vec![ev(&format!("s{}", i % 97), "T", "{}")])).await.unwrap();
+    }
+    let info = e.store_info("s").await.unwrap();
+    assert_eq!(info.next_seq, 1200);
+    assert!(info.version > 256, "many commits: {info:?}");
+    assert!(info.segments <= 257 && info.index_objects >= 1, "{info:?}");
+    let incarnation = info.incarnation.clone();
+    let path = object_store::path::Path::from(format!("s/{incarnation}/manifest/{:020}.json", info.version));
+    let size = object_store::ObjectStoreExt::head(fx.store.as_ref(), &path).await.unwrap().size;
+    assert!(size < 64 << 10, "manifest of {size} bytes");
+    assert_eq!(read_all(&e, "s").await.len(), 1200);
 }

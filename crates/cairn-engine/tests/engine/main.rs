@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The engine's integration tests: one binary, one module per concern. The
 //! conformance checks run on every backend (memory and local disk here).
 
