@@ -276,6 +276,11 @@ impl Engine {
         &self.shared.config
     }
 
+    /// Whether object storage answers (a GET of an absent object).
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        self.shared.objects.get_opt(&object_store::path::Path::from("_cairn_ping")).await.map(|_| ())
+    }
+
     /// Bytes held by the caches: (metadata, blocks).
     pub fn cache_weights(&self) -> (u64, u64) {
         self.shared.caches.weights()

@@ -1,0 +1,119 @@
+//! Cairn's HTTP node: the v1 API of `DESIGN.md` over a [`cairn_engine::Engine`].
+//!
+//! [`router`] builds the whole API; `cairn serve` (crate `cairn-cli`) only
+//! wires it to a listener. Every error is `{"error":{"code","message"}}` with
+//! a stable code (see [`error`]); reads stream NDJSON whose last line is
+//! `{"next":N}`, or JSON, or a live tail over SSE.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let engine = cairn_engine::Engine::new(std::sync::Arc::new(object_store::memory::InMemory::new()), Default::default());
+//! let app = cairn_server::router(cairn_server::AppState::new(engine, Default::default()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7070").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+
+pub mod error;
+pub mod metrics;
+mod routes;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cairn_engine::Engine;
+
+pub use error::ApiError;
+
+/// Settings of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Request bodies larger than this get 413.
+    pub body_limit: usize,
+    /// Until the response starts; streamed bodies may take longer.
+    pub request_timeout: Duration,
+    /// Upper bound of `wait` (seconds).
+    pub max_wait: Duration,
+    /// SSE heartbeat.
+    pub heartbeat: Duration,
+    /// Long-polls and live tails held at once on this node.
+    pub max_waiters: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            body_limit: 64 << 20,
+            request_timeout: Duration::from_secs(60),
+            max_wait: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(15),
+            max_waiters: 10_000,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<ServerConfig>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
+        AppState { engine, config: Arc::new(config), metrics: Arc::new(metrics::Metrics::new()) }
+    }
+}
+
+/// The whole API: `/v1/...`, `/healthz`, `/readyz`, `/metrics`.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .nest("/v1", routes::v1(limit))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method") })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.engine.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "storage not reachable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "object storage is not reachable").into_response()
+        }
+    }
+}
+
+/// Request span, metrics and the request timeout, for every route.
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", %method, route = %route);
+    let start = std::time::Instant::now();
+    let fut = next.run(req);
+    let resp = match tokio::time::timeout(s.config.request_timeout, tracing::Instrument::instrument(fut, span)).await {
+        Ok(r) => r,
+        Err(_) if method == Method::POST => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "commit_outcome_unknown",
+            "the request timed out; it may or may not have been committed; retrying with the same event ids is safe",
+        )
+        .into_response(),
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request timed out").into_response(),
+    };
+    s.metrics.request(&route, method.as_str(), resp.status().as_u16(), start.elapsed());
+    resp
+}

@@ -1,0 +1,551 @@
+//! The v1 routes.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use cairn_engine::reader::ReadOptions;
+use cairn_engine::{AppendBatch, CreateStore, Direction, Expectation, ReadEvent};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::wire::{parse_append, parse_expectation, parse_expectation_str, write_event};
+use crate::AppState;
+
+pub fn v1(body_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route("/stores", get(list_stores))
+        .route("/stores/{store}", put(create_store).get(store_info).delete(delete_store))
+        .route("/stores/{store}/events", post(append_many).get(read_store))
+        .route("/stores/{store}/streams/{stream}/events", post(append_one).get(read_stream))
+        .route("/stores/{store}/streams/{stream}", get(stream_head))
+        .layer(DefaultBodyLimit::max(body_limit))
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    p.map(|Path(v)| v).map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+}
+
+fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    b.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is over the limit"),
+        _ => ApiError::bad_request("invalid_body", e.body_text()),
+    })
+}
+
+async fn list_stores(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let names = s.engine.list_stores().await?;
+    Ok(Json(json!({ "stores": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>() })))
+}
+
+async fn create_store(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+    let name = path(p)?;
+    let status = match s.engine.create_store(&name).await? {
+        CreateStore::Created => StatusCode::CREATED,
+        CreateStore::Existed => StatusCode::OK,
+    };
+    let info = s.engine.store_info(&name).await?;
+    Ok((status, Json(info_json(&info))).into_response())
+}
+
+fn info_json(i: &cairn_engine::StoreInfo) -> Value {
+    json!({
+        "name": i.name, "incarnation": i.incarnation, "next_seq": i.next_seq, "version": i.version,
+        "idempotency_window": i.idempotency_window, "segments": i.segments, "index_objects": i.index_objects, "last_ts": i.last_ts,
+    })
+}
+
+async fn store_info(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<Json<Value>> {
+    let name = path(p)?;
+    Ok(Json(info_json(&s.engine.store_info(&name).await?)))
+}
+
+async fn delete_store(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<StatusCode> {
+    let name = path(p)?;
+    s.engine.delete_store(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn is_ndjson(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/x-ndjson"))
+}
+
+fn check_store(name: &str) -> ApiResult<()> {
+    if cairn_engine::valid_store_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::from(cairn_engine::StoreError::InvalidName(name.into())))
+    }
+}
+
+fn check_stream(name: &str) -> ApiResult<()> {
+    if cairn_engine::valid_stream_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("invalid_stream_name", format!("invalid stream name {name:?}: 1-256 bytes of UTF-8, no control characters")))
+    }
+}
+
+async fn append_one(
+    State(s): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let (store, stream) = path(p)?;
+    check_store(&store)?;
+    check_stream(&stream)?;
+    let raw = body(b)?;
+    let parsed = parse_append(&raw, is_ndjson(&headers))?;
+    let header = match headers.get("expected-revision") {
+        None => None,
+        Some(v) => Some(parse_expectation_str(v.to_str().map_err(|_| ApiError::bad_request("invalid_expected_revision", "Expected-Revision is not ASCII"))?.trim())?),
+    };
+    let body_exp = parsed.expected.as_ref().map(parse_expectation).transpose()?;
+    let expected = match (header, body_exp) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::bad_request("invalid_expected_revision", "the Expected-Revision header and the body's expected disagree"))
+        }
+        (h, b) => h.or(b).unwrap_or(Expectation::Any),
+    };
+    let mut events = parsed.events;
+    for (i, e) in events.iter_mut().enumerate() {
+        if !e.stream.is_empty() && e.stream != stream {
+            return Err(ApiError::bad_request("invalid_event", format!("event {i} names stream {:?}, not the stream of the path", e.stream)));
+        }
+        e.stream = stream.clone();
+    }
+    let batch = AppendBatch { events, expected: vec![(stream.clone(), expected)] };
+    let n = batch.events.len();
+    let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
+    let o = s.engine.append(&store, batch).await?;
+    s.metrics.appended(n, bytes, o.deduplicated);
+    let r = &o.streams[0];
+    Ok(Json(json!({
+        "first_seq": o.first_seq, "last_seq": o.last_seq,
+        "first_revision": r.first_revision, "last_revision": r.last_revision, "deduplicated": o.deduplicated,
+    })))
+}
+
+async fn append_many(
+    State(s): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let store = path(p)?;
+    check_store(&store)?;
+    let raw = body(b)?;
+    if headers.contains_key("expected-revision") {
+        return Err(ApiError::bad_request("invalid_expected_revision", "on this route expectations go in the body: {\"expected\": {\"stream\": ...}}"));
+    }
+    let parsed = parse_append(&raw, is_ndjson(&headers))?;
+    for (i, e) in parsed.events.iter().enumerate() {
+        if e.stream.is_empty() {
+            return Err(ApiError::bad_request("invalid_event", format!("event {i} has no stream (this route needs one per event)")));
+        }
+    }
+    let mut expected = Vec::new();
+    match parsed.expected {
+        None => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                check_stream(&k)?;
+                expected.push((k, parse_expectation(&v)?));
+            }
+        }
+        Some(_) => return Err(ApiError::bad_request("invalid_expected_revision", "expected must be an object from stream to expectation")),
+    }
+    let batch = AppendBatch { events: parsed.events, expected };
+    let n = batch.events.len();
+    let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
+    let o = s.engine.append(&store, batch).await?;
+    s.metrics.appended(n, bytes, o.deduplicated);
+    let streams: Vec<Value> = o.streams.iter().map(|r| json!({"stream": r.stream, "first_revision": r.first_revision, "last_revision": r.last_revision})).collect();
+    Ok(Json(json!({ "first_seq": o.first_seq, "last_seq": o.last_seq, "streams": streams, "deduplicated": o.deduplicated })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReadParams {
+    from: Option<String>,
+    limit: Option<String>,
+    direction: Option<String>,
+    wait: Option<String>,
+    tag: Option<String>,
+}
+
+/// Parsed and checked read parameters.
+struct Read {
+    from: Option<u64>,
+    limit: Option<usize>,
+    backward: bool,
+    wait: Duration,
+    tag: Option<(String, String)>,
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Ndjson,
+    Json,
+    Sse,
+}
+
+/// Most events a JSON (not streamed) answer holds.
+const JSON_MAX: usize = 100_000;
+const JSON_DEFAULT: usize = 1000;
+
+fn num(name: &str, v: &Option<String>) -> ApiResult<Option<u64>> {
+    v.as_deref()
+        .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_query", format!("{name}={s:?} is not a non-negative integer"))))
+        .transpose()
+}
+
+fn read_params(q: Result<Query<ReadParams>, QueryRejection>, headers: &HeaderMap, max_wait: Duration) -> ApiResult<Read> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = if accept.contains("text/event-stream") {
+        Format::Sse
+    } else if accept.contains("application/json") && !accept.contains("ndjson") {
+        Format::Json
+    } else {
+        Format::Ndjson
+    };
+    let backward = match q.direction.as_deref() {
+        None | Some("forward") => false,
+        Some("backward") => true,
+        Some(d) => return Err(ApiError::bad_request("invalid_query", format!("direction={d:?} must be forward or backward"))),
+    };
+    let wait = num("wait", &q.wait)?.unwrap_or(0);
+    if Duration::from_secs(wait) > max_wait {
+        return Err(ApiError::bad_request("invalid_query", format!("wait={wait} is over the most, {} seconds", max_wait.as_secs())));
+    }
+    let mut limit = num("limit", &q.limit)?.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    if limit == Some(0) {
+        return Err(ApiError::bad_request("invalid_query", "limit must be at least 1"));
+    }
+    if format == Format::Json {
+        if limit.is_some_and(|l| l > JSON_MAX) {
+            return Err(ApiError::bad_request("invalid_query", format!("limit is at most {JSON_MAX} with Accept: application/json; stream NDJSON for more")));
+        }
+        limit = Some(limit.unwrap_or(JSON_DEFAULT));
+    }
+    let tag = match q.tag.as_deref() {
+        None => None,
+        Some(t) => match t.split_once(':') {
+            Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
+            _ => return Err(ApiError::bad_request("invalid_query", format!("tag={t:?} must be KEY:VALUE"))),
+        },
+    };
+    let mut from = num("from", &q.from)?;
+    if format == Format::Sse {
+        if let Some(id) = headers.get("last-event-id") {
+            let id = id.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
+            let id = id.ok_or_else(|| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a seq"))?;
+            from = Some(id + 1);
+        }
+    }
+    Ok(Read { from, limit, backward, wait: Duration::from_secs(wait), tag, format })
+}
+
+fn ndjson_response<S>(body: S) -> Response
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn lines(events: &[ReadEvent]) -> Bytes {
+    let mut buf = Vec::with_capacity(events.len() * 160);
+    for e in events {
+        write_event(&mut buf, e.seq, &e.event);
+        buf.push(b'\n');
+    }
+    Bytes::from(buf)
+}
+
+/// A scan that can be streamed: the store's or a stream's.
+trait Scan: Send + 'static {
+    fn chunk(&mut self) -> impl std::future::Future<Output = Result<Option<Vec<ReadEvent>>, cairn_engine::ReadError>> + Send;
+    fn next_json(&self) -> Value;
+}
+
+impl Scan for cairn_engine::StoreScan {
+    async fn chunk(&mut self) -> Result<Option<Vec<ReadEvent>>, cairn_engine::ReadError> {
+        self.next_chunk().await
+    }
+    fn next_json(&self) -> Value {
+        Value::from(self.next())
+    }
+}
+
+impl Scan for cairn_engine::StreamScan {
+    async fn chunk(&mut self) -> Result<Option<Vec<ReadEvent>>, cairn_engine::ReadError> {
+        self.next_chunk().await
+    }
+    fn next_json(&self) -> Value {
+        json!(self.next())
+    }
+}
+
+enum Step<S> {
+    Go(S),
+    Abort,
+    Done,
+}
+
+/// NDJSON: one event a line, then `{"next":N}`; or `{"error":...}` and an
+/// aborted body when the read fails midway. Pulled by the client, so a slow
+/// client holds back the reads (back-pressure) and memory stays bounded.
+fn stream_ndjson<S: Scan>(scan: S) -> Response {
+    let body = futures::stream::unfold(Step::Go(scan), |step| async move {
+        match step {
+            Step::Go(mut scan) => loop {
+                match scan.chunk().await {
+                    Ok(Some(c)) if c.is_empty() => continue,
+                    Ok(Some(c)) => return Some((Ok(lines(&c)), Step::Go(scan))),
+                    Ok(None) => {
+                        let last = format!("{}\n", json!({ "next": scan.next_json() }));
+                        return Some((Ok(Bytes::from(last)), Step::Done));
+                    }
+                    Err(e) => {
+                        let err = ApiError::from(e);
+                        return Some((Ok(Bytes::from(format!("{}\n", err.body()))), Step::Abort));
+                    }
+                }
+            },
+            Step::Abort => Some((Err(std::io::Error::other("read failed")), Step::Done)),
+            Step::Done => None,
+        }
+    });
+    ndjson_response(body)
+}
+
+async fn json_answer<S: Scan>(mut scan: S) -> ApiResult<Response> {
+    let mut buf = Vec::from(&b"{\"events\":["[..]);
+    let mut first = true;
+    while let Some(c) = scan.chunk().await? {
+        for e in &c {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            write_event(&mut buf, e.seq, &e.event);
+        }
+    }
+    buf.extend_from_slice(format!("],\"next\":{}}}", scan.next_json()).as_bytes());
+    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+}
+
+/// Counts a long-poll or live tail against `max_waiters`.
+struct WaiterSlot(std::sync::Arc<crate::metrics::Metrics>);
+
+impl WaiterSlot {
+    fn take(s: &AppState) -> ApiResult<WaiterSlot> {
+        if s.metrics.waiters_inc() > s.config.max_waiters as i64 {
+            s.metrics.waiters_dec();
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_waiters", "too many long-polls and live tails on this node"));
+        }
+        Ok(WaiterSlot(s.metrics.clone()))
+    }
+}
+
+impl Drop for WaiterSlot {
+    fn drop(&mut self) {
+        self.0.waiters_dec();
+    }
+}
+
+async fn read_store(
+    State(s): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    q: Result<Query<ReadParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let store = path(p)?;
+    check_store(&store)?;
+    let r = read_params(q, &headers, s.config.max_wait)?;
+    if r.backward {
+        return Err(ApiError::bad_request("invalid_query", "the store reads forwards only; direction=backward is for streams"));
+    }
+    let from = r.from.unwrap_or(0);
+    if r.format == Format::Sse {
+        // Checks the store and the position before the tail starts.
+        drop(s.engine.read_store(&store, from, ReadOptions { limit: Some(1), tag: None }).await?);
+        let slot = WaiterSlot::take(&s)?;
+        return Ok(sse_store(s, store, from, r.tag, slot).into_response());
+    }
+    if !r.wait.is_zero() {
+        let next = s.engine.store_info(&store).await?.next_seq;
+        if from == next {
+            let _slot = WaiterSlot::take(&s)?;
+            s.engine.wait_for(&store, from, r.wait).await?;
+        }
+    }
+    let scan = s.engine.read_store(&store, from, ReadOptions { limit: r.limit, tag: r.tag }).await?;
+    match r.format {
+        Format::Json => json_answer(scan).await,
+        _ => Ok(stream_ndjson(scan)),
+    }
+}
+
+async fn read_stream(
+    State(s): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<ReadParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (store, stream) = path(p)?;
+    check_store(&store)?;
+    check_stream(&stream)?;
+    let mut r = read_params(q, &headers, s.config.max_wait)?;
+    if r.format == Format::Sse {
+        if r.backward {
+            return Err(ApiError::bad_request("invalid_query", "a live tail reads forwards"));
+        }
+        // Last-Event-ID is a seq: find the revision of that event.
+        if let (Some(seq), Some(_)) = (r.from, headers.get("last-event-id")) {
+            let mut at = s.engine.read_store(&store, seq - 1, ReadOptions { limit: Some(1), tag: None }).await?;
+            r.from = match at.next_chunk().await?.and_then(|c| c.into_iter().next()) {
+                Some(e) if *e.event.stream == *stream => Some(e.event.revision + 1),
+                _ => return Err(ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is not an event of this stream")),
+            };
+        }
+        s.engine.stream_head(&store, &stream).await?;
+        let slot = WaiterSlot::take(&s)?;
+        return Ok(sse_stream(s, store, stream, r.from.unwrap_or(0), r.tag, slot).into_response());
+    }
+    let dir = if r.backward { Direction::Backward } else { Direction::Forward };
+    if !r.wait.is_zero() && !r.backward {
+        let from = r.from.unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + r.wait;
+        let _slot = WaiterSlot::take(&s)?;
+        loop {
+            let head = s.engine.stream_head(&store, &stream).await?;
+            if head.is_some_and(|h| h >= from) {
+                break;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let next = s.engine.next_seq(&store).await?;
+            if left.is_zero() || !s.engine.wait_for(&store, next, left).await? {
+                break;
+            }
+        }
+    }
+    let scan = s.engine.read_stream(&store, &stream, r.from, dir, ReadOptions { limit: r.limit, tag: r.tag }).await?;
+    match r.format {
+        Format::Json => json_answer(scan).await,
+        _ => Ok(stream_ndjson(scan)),
+    }
+}
+
+async fn stream_head(State(s): State<AppState>, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult<Json<Value>> {
+    let (store, stream) = path(p)?;
+    check_store(&store)?;
+    check_stream(&stream)?;
+    let revision = s.engine.stream_head(&store, &stream).await?;
+    Ok(Json(json!({ "stream": stream, "revision": revision })))
+}
+
+fn sse_event(e: &ReadEvent) -> SseEvent {
+    let mut buf = Vec::with_capacity(160);
+    write_event(&mut buf, e.seq, &e.event);
+    SseEvent::default().id(e.seq.to_string()).data(String::from_utf8_lossy(&buf))
+}
+
+fn sse_error(e: ApiError) -> SseEvent {
+    SseEvent::default().event("error").data(e.body().to_string())
+}
+
+/// A live tail of the store: never ends; resumes from `Last-Event-ID`.
+fn sse_store(s: AppState, store: String, from: u64, tag: Option<(String, String)>, slot: WaiterSlot) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let heartbeat = s.config.heartbeat;
+    let stream = futures::stream::unfold((s, store, from, tag, slot, Vec::<SseEvent>::new(), false), |(s, store, mut from, tag, slot, mut pending, failed)| async move {
+        if failed {
+            return None;
+        }
+        loop {
+            if let Some(e) = pending.pop() {
+                return Some((Ok(e), (s, store, from, tag, slot, pending, false)));
+            }
+            let got = async {
+                let mut scan = s.engine.read_store(&store, from, ReadOptions { limit: Some(1000), tag: tag.clone() }).await?;
+                let mut out = Vec::new();
+                while let Some(c) = scan.next_chunk().await? {
+                    out.extend(c);
+                }
+                Ok::<_, cairn_engine::ReadError>((out, scan.next()))
+            }
+            .await;
+            match got {
+                Ok((events, next)) => {
+                    from = next;
+                    if events.is_empty() {
+                        if let Err(e) = s.engine.wait_for(&store, from, Duration::from_secs(30)).await {
+                            return Some((Ok(sse_error(e.into())), (s, store, from, tag, slot, pending, true)));
+                        }
+                        continue;
+                    }
+                    pending = events.iter().rev().map(sse_event).collect();
+                }
+                Err(e) => return Some((Ok(sse_error(e.into())), (s, store, from, tag, slot, pending, true))),
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+}
+
+/// A live tail of one stream; `id:` is the event's seq.
+fn sse_stream(s: AppState, store: String, stream: String, from: u64, tag: Option<(String, String)>, slot: WaiterSlot) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let heartbeat = s.config.heartbeat;
+    let state = (s, store, stream, from, tag, slot, Vec::<SseEvent>::new(), false);
+    let out = futures::stream::unfold(state, |(s, store, stream, mut from, tag, slot, mut pending, failed)| async move {
+        if failed {
+            return None;
+        }
+        loop {
+            if let Some(e) = pending.pop() {
+                return Some((Ok(e), (s, store, stream, from, tag, slot, pending, false)));
+            }
+            let got = async {
+                let next = s.engine.next_seq(&store).await?;
+                let mut scan = s.engine.read_stream(&store, &stream, Some(from), Direction::Forward, ReadOptions { limit: Some(1000), tag: tag.clone() }).await?;
+                let mut out = Vec::new();
+                while let Some(c) = scan.next_chunk().await? {
+                    out.extend(c);
+                }
+                Ok::<_, cairn_engine::ReadError>((out, scan.next().unwrap_or(from), next))
+            }
+            .await;
+            match got {
+                Ok((events, next_rev, next_seq)) => {
+                    from = next_rev;
+                    if events.is_empty() {
+                        if let Err(e) = s.engine.wait_for(&store, next_seq, Duration::from_secs(30)).await {
+                            return Some((Ok(sse_error(e.into())), (s, store, stream, from, tag, slot, pending, true)));
+                        }
+                        continue;
+                    }
+                    pending = events.iter().rev().map(sse_event).collect();
+                }
+                Err(e) => return Some((Ok(sse_error(e.into())), (s, store, stream, from, tag, slot, pending, true))),
+            }
+        }
+    });
+    Sse::new(out).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+}

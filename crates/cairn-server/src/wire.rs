@@ -1,0 +1,167 @@
+//! What goes over the wire: append bodies in, events out.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use cairn_engine::{Event, Expectation, NewEvent};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// One event of an append body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn<'a> {
+    stream: Option<String>,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    data_b64: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    id: Option<uuid::Uuid>,
+    timestamp: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodyIn<'a> {
+    #[serde(borrow)]
+    events: Vec<EventIn<'a>>,
+    expected: Option<Value>,
+    condition: Option<Value>,
+}
+
+/// A parsed append body.
+pub struct AppendBody {
+    pub events: Vec<NewEvent>,
+    pub expected: Option<Value>,
+}
+
+fn convert(i: usize, e: EventIn<'_>) -> Result<NewEvent, ApiError> {
+    let (data, binary) = match (e.data, e.data_b64) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("invalid_event", format!("event {i}: give either data or data_b64, not both"))),
+        (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
+            Ok(d) => (Bytes::from(d), true),
+            Err(err) => return Err(ApiError::bad_request("invalid_event", format!("event {i}: data_b64 is not valid base64: {err}"))),
+        },
+        (Some(raw), None) => (Bytes::copy_from_slice(raw.get().as_bytes()), false),
+        (None, None) => (Bytes::from_static(b"null"), false),
+    };
+    Ok(NewEvent {
+        stream: e.stream.unwrap_or_default(),
+        event_type: e.event_type,
+        data,
+        binary,
+        tags: e.tags.map(|t| t.into_iter().collect()).unwrap_or_default(),
+        id: e.id,
+        timestamp: e.timestamp,
+    })
+}
+
+fn json_error(what: &str, e: &serde_json::Error) -> ApiError {
+    ApiError::bad_request("malformed_json", format!("{what}: {e} (line {}, column {})", e.line(), e.column()))
+}
+
+/// Parses a JSON array of events, an object `{"events", "expected"}`, or
+/// NDJSON (one event a line) when `ndjson`.
+pub fn parse_append(body: &[u8], ndjson: bool) -> Result<AppendBody, ApiError> {
+    if ndjson {
+        let mut events = Vec::new();
+        for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let e: EventIn = serde_json::from_slice(line).map_err(|e| {
+                ApiError::bad_request("malformed_ndjson", format!("line {}: {e}", n + 1)).with("line", Value::from(n + 1))
+            })?;
+            events.push(convert(events.len(), e)?);
+        }
+        return Ok(AppendBody { events, expected: None });
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    match first {
+        Some(b'[') => {
+            let evs: Vec<EventIn> = serde_json::from_slice(body).map_err(|e| json_error("body", &e))?;
+            let events = evs.into_iter().enumerate().map(|(i, e)| convert(i, e)).collect::<Result<_, _>>()?;
+            Ok(AppendBody { events, expected: None })
+        }
+        Some(b'{') => {
+            let b: BodyIn = serde_json::from_slice(body).map_err(|e| json_error("body", &e))?;
+            if b.condition.is_some() {
+                return Err(ApiError::bad_request("unsupported", "append conditions are not supported by this node yet"));
+            }
+            let events = b.events.into_iter().enumerate().map(|(i, e)| convert(i, e)).collect::<Result<_, _>>()?;
+            Ok(AppendBody { events, expected: b.expected })
+        }
+        _ => Err(ApiError::bad_request("malformed_json", "the body must be a JSON array of events, an object {\"events\": [...]}, or NDJSON")),
+    }
+}
+
+/// `any`, `no_stream`, `stream_exists` or a revision, from a header or a body.
+pub fn parse_expectation(v: &Value) -> Result<Expectation, ApiError> {
+    match v {
+        Value::String(s) => parse_expectation_str(s),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Expectation::Exact)
+            .ok_or_else(|| ApiError::bad_request("invalid_expected_revision", format!("expected revision {n} is not a non-negative integer"))),
+        other => Err(ApiError::bad_request("invalid_expected_revision", format!("expected revision must be any, no_stream, stream_exists or a number, not {other}"))),
+    }
+}
+
+pub fn parse_expectation_str(s: &str) -> Result<Expectation, ApiError> {
+    match s {
+        "any" => Ok(Expectation::Any),
+        "no_stream" => Ok(Expectation::NoStream),
+        "stream_exists" => Ok(Expectation::StreamExists),
+        n => n.parse::<u64>().map(Expectation::Exact).map_err(|_| {
+            ApiError::bad_request("invalid_expected_revision", format!("expected revision {n:?} must be any, no_stream, stream_exists or a number"))
+        }),
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a &str cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// One event as a JSON object (one NDJSON line without the newline).
+pub fn write_event(out: &mut Vec<u8>, seq: u64, e: &Event) {
+    use std::io::Write;
+    let _ = write!(out, "{{\"seq\":{seq},\"stream\":");
+    json_str(out, &e.stream);
+    let _ = write!(out, ",\"revision\":{},\"type\":", e.revision);
+    json_str(out, &e.event_type);
+    let _ = write!(out, ",\"timestamp\":{},\"id\":", e.timestamp);
+    match e.id {
+        Some(id) => {
+            let _ = write!(out, "\"{}\"", uuid::Uuid::from_bytes(id).hyphenated());
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"tags\":{");
+    for (i, (k, v)) in e.tags.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, k);
+        out.push(b':');
+        json_str(out, v);
+    }
+    out.push(b'}');
+    if e.binary {
+        out.extend_from_slice(b",\"data_b64\":\"");
+        out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&e.data).as_bytes());
+        out.extend_from_slice(b"\"}");
+    } else {
+        // Data was validated as JSON when it was appended.
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(&e.data);
+        out.push(b'}');
+    }
+}
