@@ -1,0 +1,332 @@
+//! End-to-end tests of the v1 API over real sockets (a server on
+//! 127.0.0.1, port 0), on memory and on local disk.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_engine::{Engine, EngineConfig};
+use cairn_server::{router, AppState, ServerConfig};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+struct Node {
+    base: String,
+    http: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn start_with(store: Arc<dyn object_store::ObjectStore>, dir: Option<tempfile::TempDir>, cfg: ServerConfig) -> Node {
+    let engine = Engine::new(store, EngineConfig { gc_interval: None, poll_interval: Duration::from_millis(20), ..EngineConfig::default() });
+    let app = router(AppState::new(engine, cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Node { base, http: reqwest::Client::new(), _dir: dir }
+}
+
+async fn start(local: bool) -> Node {
+    start_cfg(local, ServerConfig::default()).await
+}
+
+async fn start_cfg(local: bool, cfg: ServerConfig) -> Node {
+    if local {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap().with_fsync(true);
+        start_with(Arc::new(fs), Some(dir), cfg).await
+    } else {
+        start_with(Arc::new(object_store::memory::InMemory::new()), None, cfg).await
+    }
+}
+
+impl Node {
+    fn url(&self, p: &str) -> String {
+        format!("{}{p}", self.base)
+    }
+    async fn send(&self, r: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+    async fn put(&self, p: &str) -> (u16, Value) {
+        self.send(self.http.put(self.url(p))).await
+    }
+    async fn get(&self, p: &str) -> (u16, Value) {
+        self.send(self.http.get(self.url(p)).header("accept", "application/json")).await
+    }
+    async fn post(&self, p: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(self.url(p)).json(&body)).await
+    }
+    async fn ndjson(&self, p: &str) -> Vec<Value> {
+        let text = self.http.get(self.url(p)).send().await.unwrap().text().await.unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+    /// Sends bytes as they are; returns the status and the rest.
+    async fn raw(&self, req: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(self.base.trim_start_matches("http://")).await.unwrap();
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+
+    async fn next_seq(&self, store: &str) -> u64 {
+        self.get(&format!("/v1/stores/{store}")).await.1["next_seq"].as_u64().unwrap()
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await } )* }
+        mod local { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(true).await } )* }
+    };
+}
+
+both!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics);
+
+async fn stores_routes(local: bool) {
+    let n = start(local).await;
+    let (s, v) = n.put("/v1/stores/sales").await;
+    assert_eq!((s, v["name"].as_str()), (201, Some("sales")));
+    assert_eq!(n.put("/v1/stores/sales").await.0, 200);
+    let (s, v) = n.put("/v1/stores/Not_Valid").await;
+    assert_eq!((s, code(&v)), (400, "invalid_store_name"));
+    // Raw requests, so no client normalises the dots away.
+    for target in ["/v1/stores/..", "/v1/stores/%2e%2e", "/v1/stores/a%2F..%2Fb", "/v1/stores/%00"] {
+        let (s, body) = n.raw(&format!("PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
+        assert_eq!(s, 400, "{target}: {body}");
+        assert!(body.contains("invalid_store_name"), "{target}: {body}");
+    }
+    let (s, v) = n.get("/v1/stores").await;
+    assert_eq!((s, v), (200, json!({"stores": [{"name": "sales"}]})));
+    let (s, v) = n.get("/v1/stores/sales").await;
+    assert_eq!(s, 200);
+    for k in ["name", "incarnation", "next_seq", "version", "idempotency_window"] {
+        assert!(!v[k].is_null(), "{k} in {v}");
+    }
+    let (s, v) = n.get("/v1/stores/nope").await;
+    assert_eq!((s, code(&v)), (404, "store_not_found"));
+    assert_eq!(n.send(n.http.delete(n.url("/v1/stores/sales"))).await.0, 204);
+    assert_eq!(n.send(n.http.delete(n.url("/v1/stores/sales"))).await.0, 404);
+    let (s, v) = n.post("/v1/stores/sales/streams/a/events", json!([{"type": "T"}])).await;
+    assert_eq!((s, code(&v)), (404, "store_not_found"));
+}
+
+async fn appends_and_reads(local: bool) {
+    let n = start(local).await;
+    n.put("/v1/stores/s").await;
+    let (s, v) = n.post("/v1/stores/s/streams/order-1/events", json!([{"type": "Placed", "data": {"total": 12}}, {"type": "Paid", "data_b64": "AAEC", "tags": {"region": "eu"}}])).await;
+    assert_eq!((s, v["first_seq"].as_u64(), v["last_seq"].as_u64(), v["first_revision"].as_u64(), v["last_revision"].as_u64()), (200, Some(0), Some(1), Some(0), Some(1)), "{v}");
+    // The object form with `expected`, and the header.
+    let (s, _) = n.post("/v1/stores/s/streams/order-1/events", json!({"events": [{"type": "Shipped", "data": null}], "expected": 1})).await;
+    assert_eq!(s, 200);
+    let (s, v) = n.send(n.http.post(n.url("/v1/stores/s/streams/order-1/events")).header("Expected-Revision", "1").json(&json!([{"type": "X"}]))).await;
+    assert_eq!((s, code(&v), v["error"]["current_revision"].as_u64()), (409, "wrong_expected_revision", Some(2)));
+    // NDJSON in.
+    let nd = "{\"type\":\"A\",\"data\":1,\"id\":\"6c9e6679-7425-40de-944b-e07fc1f90ae7\"}\n{\"type\":\"B\",\"data\":[2],\"id\":\"7c9e6679-7425-40de-944b-e07fc1f90ae7\",\"timestamp\":1700000000000}\n";
+    let (s, v) = n.send(n.http.post(n.url("/v1/stores/s/streams/other/events")).header("content-type", "application/x-ndjson").body(nd)).await;
+    assert_eq!((s, v["first_seq"].as_u64()), (200, Some(3)), "{v}");
+    // Many streams, atomically, with a map of expectations.
+    let (s, v) = n.post("/v1/stores/s/events", json!({"events": [{"stream": "x", "type": "T"}, {"stream": "order-1", "type": "T"}], "expected": {"x": "no_stream", "order-1": 2}})).await;
+    assert_eq!((s, v["first_seq"].as_u64(), v["last_seq"].as_u64()), (200, Some(5), Some(6)), "{v}");
+    let (s, v) = n.post("/v1/stores/s/events", json!({"events": [{"stream": "y", "type": "T"}, {"stream": "x", "type": "T"}], "expected": {"y": "no_stream", "x": 7}})).await;
+    assert_eq!((s, code(&v)), (409, "wrong_expected_revision"));
+    assert_eq!(v["error"]["streams"][0]["stream"], "x");
+    assert_eq!(v["error"]["streams"][0]["current_revision"], 0);
+    assert_eq!(n.next_seq("s").await, 7);
+    // Reads: NDJSON with the last line {"next"}.
+    let lines = n.ndjson("/v1/stores/s/events").await;
+    assert_eq!(lines.len(), 8);
+    assert_eq!(lines[7], json!({"next": 7}));
+    assert_eq!(lines[0]["data"], json!({"total": 12}));
+    assert_eq!(lines[1]["data_b64"], "AAEC");
+    assert_eq!(lines[1]["tags"], json!({"region": "eu"}));
+    assert_eq!(lines[4]["id"], "7c9e6679-7425-40de-944b-e07fc1f90ae7");
+    assert_eq!(lines[4]["timestamp"], 1700000000000i64);
+    for (i, l) in lines[..7].iter().enumerate() {
+        assert_eq!(l["seq"], i as u64);
+        for k in ["stream", "revision", "type", "timestamp", "id", "tags"] {
+            assert!(l.get(k).is_some(), "{k} in {l}");
+        }
+    }
+    let lines = n.ndjson("/v1/stores/s/events?from=5&limit=1").await;
+    assert_eq!(lines, vec![lines[0].clone(), json!({"next": 6})]);
+    let (_, v) = n.get("/v1/stores/s/events?tag=region:eu").await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+    assert_eq!(v["next"], 7);
+    // One stream, both ways.
+    let (_, v) = n.get("/v1/stores/s/streams/order-1/events").await;
+    let revs: Vec<u64> = v["events"].as_array().unwrap().iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert_eq!(revs, vec![0, 1, 2, 3]);
+    assert_eq!(v["next"], 4);
+    let (_, v) = n.get("/v1/stores/s/streams/order-1/events?direction=backward&limit=2").await;
+    let revs: Vec<u64> = v["events"].as_array().unwrap().iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert_eq!((revs, v["next"].clone()), (vec![3, 2], json!(1)));
+    let lines = n.ndjson("/v1/stores/s/streams/unknown/events").await;
+    assert_eq!(lines, vec![json!({"next": 0})]);
+    assert_eq!(n.get("/v1/stores/s/streams/order-1").await.1, json!({"stream": "order-1", "revision": 3}));
+    assert_eq!(n.get("/v1/stores/s/streams/none").await.1, json!({"stream": "none", "revision": null}));
+    // A stream name with characters that must be escaped in a path.
+    let (s, _) = n.post("/v1/stores/s/streams/a%2Fb%20c/events", json!([{"type": "T"}])).await;
+    assert_eq!(s, 200);
+    assert_eq!(n.get("/v1/stores/s/streams/a%2Fb%20c").await.1["revision"], 0);
+    // Past the end is an error, not a silent wait.
+    let (s, v) = n.get("/v1/stores/s/events?from=99").await;
+    assert_eq!((s, code(&v)), (400, "position_beyond_end"));
+}
+
+async fn bad_input_changes_nothing(local: bool) {
+    let n = start_cfg(local, ServerConfig { body_limit: 4096, ..ServerConfig::default() }).await;
+    n.put("/v1/stores/s").await;
+    let p = "/v1/stores/s/streams/a/events";
+    let raw = |body: &'static str| n.http.post(n.url(p)).header("content-type", "application/json").body(body);
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (raw("[{\"type\":\"T\""), 400, "malformed_json"),
+        (raw("{}"), 400, "malformed_json"),
+        (raw("\"x\""), 400, "malformed_json"),
+        (raw("[]"), 400, "invalid_batch"),
+        (raw("[{\"type\":5}]"), 400, "malformed_json"),
+        (raw("[{\"type\":\"\"}]"), 400, "invalid_batch"),
+        (raw("[{\"type\":\"T\",\"bogus\":1}]"), 400, "malformed_json"),
+        (raw("[{\"type\":\"T\",\"data_b64\":\"!!\"}]"), 400, "invalid_event"),
+        (raw("[{\"type\":\"T\",\"data\":1,\"data_b64\":\"AA==\"}]"), 400, "invalid_event"),
+        (raw("[{\"type\":\"T\",\"id\":\"not-a-uuid\"}]"), 400, "malformed_json"),
+        (raw("[{\"type\":\"T\",\"timestamp\":\"soon\"}]"), 400, "malformed_json"),
+        (raw("[{\"type\":\"T\",\"stream\":\"other\"}]"), 400, "invalid_event"),
+        (raw("[{\"type\":\"T\",\"id\":\"7c9e6679-7425-40de-944b-e07fc1f90ae7\"},{\"type\":\"T\",\"id\":\"7c9e6679-7425-40de-944b-e07fc1f90ae7\"}]"), 400, "invalid_batch"),
+        (raw("{\"events\":[{\"type\":\"T\"}],\"expected\":-1}"), 400, "invalid_expected_revision"),
+        (raw("{\"events\":[{\"type\":\"T\"}],\"expected\":\"sometimes\"}"), 400, "invalid_expected_revision"),
+        (raw("[{\"type\":\"T\"}]").header("Expected-Revision", "banana"), 400, "invalid_expected_revision"),
+        (raw("{\"events\":[{\"type\":\"T\"}],\"expected\":2}").header("Expected-Revision", "3"), 400, "invalid_expected_revision"),
+        (n.http.post(n.url(p)).header("content-type", "application/x-ndjson").body("{\"type\":\"A\"}\n{\"type\":\n"), 400, "malformed_ndjson"),
+        (n.http.post(n.url(p)).body(vec![b'['; 5000]), 413, "body_too_large"),
+        (n.http.post(n.url("/v1/stores/s/events")).json(&json!([{"type": "T"}])), 400, "invalid_event"),
+        (n.http.post(n.url("/v1/stores/s/events")).json(&json!({"events": [{"type": "T", "stream": "a"}], "expected": [1]})), 400, "invalid_expected_revision"),
+        (n.http.post(n.url("/v1/stores/s/streams/a%0Ab/events")).json(&json!([{"type": "T"}])), 400, "invalid_stream_name"),
+        (n.http.post(n.url("/v1/stores/BAD/streams/a/events")).json(&json!([{"type": "T"}])), 400, "invalid_store_name"),
+        (n.http.get(n.url("/v1/stores/s/events?from=abc")), 400, "invalid_query"),
+        (n.http.get(n.url("/v1/stores/s/events?limit=-3")), 400, "invalid_query"),
+        (n.http.get(n.url("/v1/stores/s/events?limit=0")), 400, "invalid_query"),
+        (n.http.get(n.url("/v1/stores/s/events?wait=31")), 400, "invalid_query"),
+        (n.http.get(n.url("/v1/stores/s/events?tag=novalue")), 400, "invalid_query"),
+        (n.http.get(n.url("/v1/stores/s/events?unknown=1")), 400, "invalid_query"),
+        (n.http.get(n.url("/v1/stores/s/streams/a/events?direction=sideways")), 400, "invalid_query"),
+        (n.http.get(n.url("/v1/stores/s/events?direction=backward")), 400, "invalid_query"),
+        (n.http.get(n.url("/v1/nothing-here")), 404, "not_found"),
+        (n.http.patch(n.url("/v1/stores/s")), 405, "method_not_allowed"),
+    ];
+    for (i, (req, status, want)) in cases.into_iter().enumerate() {
+        let (s, v) = n.send(req).await;
+        assert_eq!((s, code(&v)), (status, want), "case {i}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "case {i}: {v}");
+    }
+    assert_eq!(n.next_seq("s").await, 0, "no bad request appended anything");
+    // The NDJSON error names the line.
+    let (_, v) = n.send(n.http.post(n.url(p)).header("content-type", "application/x-ndjson").body("{\"type\":\"A\"}\n\n{\"type\":\n")).await;
+    assert_eq!(v["error"]["line"], 3, "{v}");
+}
+
+async fn idempotent_retries(local: bool) {
+    let n = start(local).await;
+    n.put("/v1/stores/s").await;
+    let b = json!([{"type": "T", "id": "11111111-1111-4111-8111-111111111111"}, {"type": "T", "id": "22222222-2222-4222-8222-222222222222"}]);
+    let (_, first) = n.post("/v1/stores/s/streams/a/events", b.clone()).await;
+    let (s, again) = n.post("/v1/stores/s/streams/a/events", b.clone()).await;
+    assert_eq!(s, 200);
+    assert_eq!((again["first_seq"].clone(), again["deduplicated"].clone()), (first["first_seq"].clone(), json!(true)));
+    let partial = json!([{"type": "T", "id": "11111111-1111-4111-8111-111111111111"}, {"type": "T", "id": "33333333-3333-4333-8333-333333333333"}]);
+    let (s, v) = n.post("/v1/stores/s/streams/a/events", partial).await;
+    assert_eq!((s, code(&v)), (409, "idempotency_conflict"));
+    assert_eq!(n.next_seq("s").await, 2);
+}
+
+async fn long_polls_and_live_tails(local: bool) {
+    let n = Arc::new(start(local).await);
+    n.put("/v1/stores/s").await;
+    // Nothing arrives: the wait runs out, next = from.
+    let t = Instant::now();
+    let (s, v) = n.get("/v1/stores/s/events?from=0&wait=1").await;
+    assert_eq!((s, v.clone()), (200, json!({"events": [], "next": 0})));
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    // A commit wakes the long-poll within milliseconds.
+    let poll = {
+        let n = n.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let v = n.ndjson("/v1/stores/s/events?from=0&wait=20").await;
+            (v, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n.post("/v1/stores/s/streams/a/events", json!([{"type": "T"}])).await;
+    let (v, took) = poll.await.unwrap();
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // A stream long-poll for a revision not there yet.
+    let poll = {
+        let n = n.clone();
+        tokio::spawn(async move { n.ndjson("/v1/stores/s/streams/b/events?from=0&wait=20").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n.post("/v1/stores/s/streams/b/events", json!([{"type": "T"}])).await;
+    assert_eq!(poll.await.unwrap().len(), 2);
+    // SSE: id = seq; resumes after Last-Event-ID.
+    let resp = n.http.get(n.url("/v1/stores/s/events")).header("accept", "text/event-stream").header("last-event-id", "0").send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.bytes_stream();
+    n.post("/v1/stores/s/streams/a/events", json!([{"type": "Live"}])).await;
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("id: 2") && Instant::now() < deadline {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("id: 1") && seen.contains("id: 2") && !seen.contains("id: 0\n"), "{seen}");
+    assert!(seen.contains("\"type\":\"Live\""), "{seen}");
+    // A stream's tail.
+    let resp = n.http.get(n.url("/v1/stores/s/streams/b/events")).header("accept", "text/event-stream").send().await.unwrap();
+    let mut body = resp.bytes_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&chunk).contains("\"stream\":\"b\""));
+}
+
+async fn docs_of_health_and_metrics(local: bool) {
+    let n = start(local).await;
+    assert_eq!(n.send(n.http.get(n.url("/healthz"))).await.0, 200);
+    assert_eq!(n.send(n.http.get(n.url("/readyz"))).await.0, 200);
+    n.put("/v1/stores/s").await;
+    n.post("/v1/stores/s/streams/a/events", json!([{"type": "T"}, {"type": "T"}])).await;
+    let text = n.http.get(n.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("cairn_events_appended_total 2"), "{text}");
+    assert!(text.contains("cairn_http_requests_total{route=\"/v1/stores/{store}/streams/{stream}/events\",method=\"POST\",status=\"200\"} 1"), "{text}");
+    assert!(text.contains("cairn_http_request_duration_seconds_bucket"));
+    assert!(text.contains("cairn_cache_bytes{kind=\"blocks\"}"));
+    assert!(text.contains("cairn_long_poll_waiters"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_waiters_get_429() {
+    let n = Arc::new(start_cfg(false, ServerConfig { max_waiters: 2, ..ServerConfig::default() }).await);
+    n.put("/v1/stores/s").await;
+    let mut polls = Vec::new();
+    for _ in 0..2 {
+        let n = n.clone();
+        polls.push(tokio::spawn(async move { n.get("/v1/stores/s/events?wait=3").await.0 }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, v) = n.get("/v1/stores/s/events?wait=3").await;
+    assert_eq!((s, code(&v)), (429, "too_many_waiters"));
+    for p in polls {
+        assert_eq!(p.await.unwrap(), 200);
+    }
+    // Freed: a new waiter is taken again.
+    assert_eq!(n.get("/v1/stores/s/events?wait=1").await.0, 200);
+}
