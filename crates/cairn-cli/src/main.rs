@@ -78,9 +78,9 @@ fn open_storage(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
         bail!("storage {url:?}: unknown scheme (use a directory, file:///path or memory://)");
     }
     let dir = url.strip_prefix("file://").unwrap_or(url);
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the storage directory {dir:?}"))?;
-    // Acknowledged writes must survive a crash: fsync files and directories.
-    let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).with_context(|| format!("cannot open {dir:?}"))?.with_fsync(true);
+    // Acknowledged writes must survive a crash: fsync files and directories
+    // (and conditional doc updates, which LocalFileSystem lacks).
+    let fs = cairn_engine::local::LocalStore::new(dir).with_context(|| format!("cannot open {dir:?}"))?;
     Ok(Arc::new(fs))
 }
 

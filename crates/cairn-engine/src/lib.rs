@@ -28,8 +28,10 @@
 //! ```
 
 mod cache;
+pub mod docs;
 pub mod error;
 pub mod gc;
+pub mod local;
 pub mod objects;
 pub mod reader;
 pub mod rollup;
@@ -481,6 +483,33 @@ impl Engine {
     pub async fn next_seq(&self, store: &str) -> Result<u64, ReadError> {
         let s = self.open(store).await?;
         Ok(s.current().next_seq)
+    }
+
+    async fn open_for_docs(&self, store: &str, key: &str) -> Result<Arc<Store>, docs::DocError> {
+        if !docs::valid_doc_key(key) {
+            return Err(docs::DocError::InvalidKey(key.into()));
+        }
+        self.open(store).await.map_err(|e| match e {
+            StoreError::NotFound(s) | StoreError::InvalidName(s) => docs::DocError::StoreNotFound(s),
+            StoreError::Storage(e) => docs::DocError::Storage(e),
+        })
+    }
+
+    /// Writes a doc under a precondition (compare-and-swap).
+    pub async fn put_doc(&self, store: &str, key: &str, body: &[u8], content_type: Option<String>, cond: docs::DocCondition) -> Result<docs::DocWritten, docs::DocError> {
+        let s = self.open_for_docs(store, key).await?;
+        docs::put(&s, key, body, content_type, &cond).await
+    }
+
+    pub async fn get_doc(&self, store: &str, key: &str) -> Result<docs::Doc, docs::DocError> {
+        let s = self.open_for_docs(store, key).await?;
+        docs::get(&s, key).await
+    }
+
+    /// Deletes a doc; with `if_match`, only at that ETag.
+    pub async fn delete_doc(&self, store: &str, key: &str, if_match: Option<String>) -> Result<(), docs::DocError> {
+        let s = self.open_for_docs(store, key).await?;
+        docs::delete(&s, key, if_match).await
     }
 
     /// Collects the store now.

@@ -44,6 +44,9 @@ impl StorePaths {
     pub fn clock(&self) -> Path {
         Path::from(format!("{}/gc/clock", self.base))
     }
+    pub fn doc(&self, key: &str) -> Path {
+        Path::from(format!("{}/doc/{key}", self.base))
+    }
     pub fn seg_dir(&self) -> Path {
         Path::from(format!("{}/seg", self.base))
     }

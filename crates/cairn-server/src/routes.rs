@@ -28,6 +28,7 @@ pub fn v1(body_limit: usize) -> Router<AppState> {
         .route("/stores/{store}/events", post(append_many).get(read_store))
         .route("/stores/{store}/streams/{stream}/events", post(append_one).get(read_stream))
         .route("/stores/{store}/streams/{stream}", get(stream_head))
+        .route("/stores/{store}/docs/{key}", put(put_doc).get(get_doc).delete(delete_doc))
         .layer(DefaultBodyLimit::max(body_limit))
 }
 
@@ -548,4 +549,78 @@ fn sse_stream(s: AppState, store: String, stream: String, from: u64, tag: Option
         }
     });
     Sse::new(out).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+}
+
+fn doc_error(e: cairn_engine::docs::DocError) -> ApiError {
+    use cairn_engine::docs::DocError;
+    match e {
+        DocError::StoreNotFound(n) => ApiError::not_found("store_not_found", format!("store {n:?} does not exist")),
+        DocError::InvalidKey(k) => ApiError::bad_request("invalid_doc_key", format!("invalid doc key {k:?}: it must match ^[A-Za-z0-9._-]{{1,200}}$ and not be . or ..")),
+        DocError::NotFound => ApiError::not_found("doc_not_found", "no such doc"),
+        DocError::PreconditionFailed => ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", "the doc's ETag does not match the precondition; nothing was written"),
+        DocError::Storage(e) => ApiError::from(cairn_engine::StoreError::Storage(e)),
+    }
+}
+
+/// An ETag from a header: quoted (`"abc"`) or bare; weak ones never match.
+fn etag_header(h: &HeaderMap, name: header::HeaderName) -> ApiResult<Option<String>> {
+    let Some(v) = h.get(&name) else { return Ok(None) };
+    let v = v.to_str().map_err(|_| ApiError::bad_request("invalid_precondition", format!("{name} is not ASCII")))?.trim();
+    if v.starts_with("W/") {
+        return Err(ApiError::bad_request("invalid_precondition", format!("{name}: weak ETags are not used by docs")));
+    }
+    Ok(Some(v.trim_matches('"').to_string()))
+}
+
+fn quoted(etag: &str) -> String {
+    format!("\"{etag}\"")
+}
+
+async fn put_doc(
+    State(s): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    use cairn_engine::docs::DocCondition;
+    let (store, key) = path(p)?;
+    check_store(&store)?;
+    let body = body(b)?;
+    let if_match = etag_header(&headers, header::IF_MATCH)?;
+    let if_none = etag_header(&headers, header::IF_NONE_MATCH)?;
+    let cond = match (if_match, if_none) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("invalid_precondition", "give If-Match or If-None-Match, not both")),
+        (None, Some(n)) if n == "*" => DocCondition::IfNoneMatch,
+        (None, Some(_)) => return Err(ApiError::bad_request("invalid_precondition", "If-None-Match takes only * on a write")),
+        (Some(m), None) if m == "*" => {
+            // Any existing version: take the current one's ETag.
+            let cur = s.engine.get_doc(&store, &key).await.map_err(|e| match e {
+                cairn_engine::docs::DocError::NotFound => doc_error(cairn_engine::docs::DocError::PreconditionFailed),
+                other => doc_error(other),
+            })?;
+            DocCondition::IfMatch(cur.etag)
+        }
+        (Some(m), None) => DocCondition::IfMatch(m),
+        (None, None) => DocCondition::None,
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let w = s.engine.put_doc(&store, &key, &body, content_type, cond).await.map_err(doc_error)?;
+    let status = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, [(header::ETAG, quoted(&w.etag))], Json(json!({ "key": key, "etag": w.etag }))).into_response())
+}
+
+async fn get_doc(State(s): State<AppState>, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult<Response> {
+    let (store, key) = path(p)?;
+    check_store(&store)?;
+    let d = s.engine.get_doc(&store, &key).await.map_err(doc_error)?;
+    let ct = d.content_type.unwrap_or_else(|| "application/octet-stream".into());
+    Ok(([(header::ETAG, quoted(&d.etag)), (header::CONTENT_TYPE, ct)], d.body).into_response())
+}
+
+async fn delete_doc(State(s): State<AppState>, p: Result<Path<(String, String)>, PathRejection>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    let (store, key) = path(p)?;
+    check_store(&store)?;
+    let if_match = etag_header(&headers, header::IF_MATCH)?.filter(|m| m != "*");
+    s.engine.delete_doc(&store, &key, if_match).await.map_err(doc_error)?;
+    Ok(StatusCode::NO_CONTENT)
 }

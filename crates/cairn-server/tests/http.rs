@@ -32,7 +32,7 @@ async fn start(local: bool) -> Node {
 async fn start_cfg(local: bool, cfg: ServerConfig) -> Node {
     if local {
         let dir = tempfile::tempdir().unwrap();
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap().with_fsync(true);
+        let fs = cairn_engine::local::LocalStore::new(dir.path()).unwrap();
         start_with(Arc::new(fs), Some(dir), cfg).await
     } else {
         start_with(Arc::new(object_store::memory::InMemory::new()), None, cfg).await
@@ -90,7 +90,7 @@ macro_rules! both {
     };
 }
 
-both!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics);
+both!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags);
 
 async fn stores_routes(local: bool) {
     let n = start(local).await;
@@ -329,4 +329,44 @@ async fn too_many_waiters_get_429() {
     }
     // Freed: a new waiter is taken again.
     assert_eq!(n.get("/v1/stores/s/events?wait=1").await.0, 200);
+}
+
+async fn docs_with_etags(local: bool) {
+    let n = start(local).await;
+    n.put("/v1/stores/s").await;
+    let url = n.url("/v1/stores/s/docs/checkpoint");
+    let r = n.http.put(&url).header("if-none-match", "*").header("content-type", "application/json").body("{\"seq\":1}").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"'));
+    let r = n.http.put(&url).header("if-none-match", "*").body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 412);
+    let r = n.http.get(&url).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["etag"].to_str().unwrap(), r.headers()["content-type"].to_str().unwrap()), (200, etag.as_str(), "application/json"));
+    assert_eq!(r.text().await.unwrap(), "{\"seq\":1}");
+    // Compare-and-swap: the first writer with the current ETag wins.
+    let r1 = n.http.put(&url).header("if-match", &etag).body("{\"seq\":2}").send().await.unwrap();
+    assert_eq!(r1.status(), 200);
+    let etag2 = r1.headers()["etag"].to_str().unwrap().to_string();
+    let r2 = n.http.put(&url).header("if-match", &etag).body("{\"seq\":3}").send().await.unwrap();
+    assert_eq!(r2.status(), 412);
+    let v: Value = r2.json().await.unwrap();
+    assert_eq!(code(&v), "precondition_failed");
+    assert_eq!(n.http.get(&url).send().await.unwrap().text().await.unwrap(), "{\"seq\":2}");
+    // Conditional delete.
+    assert_eq!(n.http.delete(&url).header("if-match", &etag).send().await.unwrap().status(), 412);
+    assert_eq!(n.http.delete(&url).header("if-match", &etag2).send().await.unwrap().status(), 204);
+    assert_eq!(n.http.get(&url).send().await.unwrap().status(), 404);
+    assert_eq!(n.http.delete(&url).send().await.unwrap().status(), 404);
+    // Bad keys, bad preconditions.
+    for (req, status, c) in [
+        (n.http.put(n.url("/v1/stores/s/docs/a%2Fb")).body("x"), 400, "invalid_doc_key"),
+        (n.http.put(n.url("/v1/stores/s/docs/..")).body("x"), 404, "not_found"),
+        (n.http.put(&url).header("if-none-match", "\"abc\"").body("x"), 400, "invalid_precondition"),
+        (n.http.put(&url).header("if-match", "W/\"abc\"").body("x"), 400, "invalid_precondition"),
+        (n.http.put(n.url("/v1/stores/nope/docs/k")).body("x"), 404, "store_not_found"),
+    ] {
+        let (s, v) = n.send(req).await;
+        assert_eq!((s, code(&v)), (status, c), "{v}");
+    }
 }

@@ -27,6 +27,7 @@ on_every_backend!(
     long_polls_wake_on_local_and_remote_commits,
     two_engines_interleave_commits,
     manifests_stay_small_over_many_commits,
+    docs_compare_and_swap,
 );
 
 async fn stores_are_created_listed_and_deleted(b: Backend) {
@@ -400,4 +401,50 @@ async fn manifests_stay_small_over_many_commits(b: Backend) {
     let size = object_store::ObjectStoreExt::head(fx.store.as_ref(), &path).await.unwrap().size;
     assert!(size < 64 << 10, "manifest of {size} bytes");
     assert_eq!(read_all(&e, "s").await.len(), 1200);
+}
+
+async fn docs_compare_and_swap(b: Backend) {
+    use cairn_engine::docs::{DocCondition, DocError};
+    let fx = Fixture::new(b);
+    let e = fx.engine(test_config());
+    e.create_store("s").await.unwrap();
+    assert!(matches!(e.get_doc("s", "view").await, Err(DocError::NotFound)));
+    assert!(matches!(e.put_doc("s", "../x", b"{}", None, DocCondition::None).await, Err(DocError::InvalidKey(_))));
+    assert!(matches!(e.put_doc("nope", "k", b"{}", None, DocCondition::None).await, Err(DocError::StoreNotFound(_))));
+    let w = e.put_doc("s", "view", b"{\"n\":1}", Some("application/json".into()), DocCondition::IfNoneMatch).await.unwrap();
+    assert!(w.created);
+    assert!(matches!(e.put_doc("s", "view", b"x", None, DocCondition::IfNoneMatch).await, Err(DocError::PreconditionFailed)));
+    let d = e.get_doc("s", "view").await.unwrap();
+    assert_eq!((d.body.as_ref(), d.etag.as_str(), d.content_type.as_deref()), (&b"{\"n\":1}"[..], w.etag.as_str(), Some("application/json")));
+    assert!(matches!(e.put_doc("s", "view", b"x", None, DocCondition::IfMatch("stale".into())).await, Err(DocError::PreconditionFailed)));
+    // Racing writers from one etag: exactly one wins each round, on two engines.
+    let e2 = fx.engine(test_config());
+    let mut etag = w.etag.clone();
+    for round in 0..10 {
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (e, tag) = (if i % 2 == 0 { e.clone() } else { e2.clone() }, etag.clone());
+            tasks.push(tokio::spawn(async move { e.put_doc("s", "view", format!("{round}-{i}").as_bytes(), None, DocCondition::IfMatch(tag)).await }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(w) => winners.push(w.etag),
+                Err(DocError::PreconditionFailed) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        etag = winners.pop().unwrap();
+        assert_eq!(e.get_doc("s", "view").await.unwrap().etag, etag);
+    }
+    // Conditional delete, then the name can be created again.
+    assert!(matches!(e.delete_doc("s", "view", Some("stale".into())).await, Err(DocError::PreconditionFailed)));
+    e.delete_doc("s", "view", Some(etag)).await.unwrap();
+    assert!(matches!(e.get_doc("s", "view").await, Err(DocError::NotFound)));
+    assert!(matches!(e.delete_doc("s", "view", None).await, Err(DocError::NotFound)));
+    let again = e.put_doc("s", "view", b"new", None, DocCondition::IfNoneMatch).await.unwrap();
+    assert!(again.created);
+    e.put_doc("s", "view", b"newer", None, DocCondition::None).await.unwrap();
+    assert_eq!(e.get_doc("s", "view").await.unwrap().body.as_ref(), b"newer");
 }

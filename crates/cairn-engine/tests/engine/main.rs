@@ -30,7 +30,7 @@ impl Fixture {
             Backend::Memory => Fixture { store: Arc::new(object_store::memory::InMemory::new()), _dir: None },
             Backend::Local => {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local fs").with_fsync(true);
+                let fs = cairn_engine::local::LocalStore::new(dir.path()).expect("local store");
                 Fixture { store: Arc::new(fs), _dir: Some(dir) }
             }
         }
