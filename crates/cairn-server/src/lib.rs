@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 mod routes;
 pub mod wire;
 

@@ -310,6 +310,22 @@ async fn docs_of_health_and_metrics(local: bool) {
     assert!(text.contains("cairn_http_request_duration_seconds_bucket"));
     assert!(text.contains("cairn_cache_bytes{kind=\"blocks\"}"));
     assert!(text.contains("cairn_long_poll_waiters"));
+    // The OpenAPI document names every route of the contract.
+    let (s, doc) = n.get("/v1/openapi.json").await;
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
+    for (p, methods) in [
+        ("/stores", vec!["get"]),
+        ("/stores/{store}", vec!["put", "get", "delete"]),
+        ("/stores/{store}/events", vec!["post", "get"]),
+        ("/stores/{store}/streams/{stream}/events", vec!["post", "get"]),
+        ("/stores/{store}/streams/{stream}", vec!["get"]),
+        ("/stores/{store}/docs/{key}", vec!["put", "get", "delete"]),
+    ] {
+        for m in methods {
+            assert!(doc["paths"][p][m].is_object(), "{m} {p} missing from the OpenAPI document");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
