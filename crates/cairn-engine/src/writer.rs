@@ -527,10 +527,16 @@ impl Writer {
 
     async fn upload(&self, events: Arc<Vec<Event>>) -> Result<Uploaded, StorageError> {
         let enc = self.cfg.encode;
-        let owned = events.clone();
-        let seg = tokio::task::spawn_blocking(move || encode_segment(&owned, &enc))
-            .await
-            .map_err(|e| StorageError::Backend(format!("encoder task: {e}")))??;
+        // Small batches encode in place: a hand-off to the blocking pool
+        // costs more than they do.
+        let seg = if events.iter().map(|e| e.data.len()).sum::<usize>() < 64 << 10 {
+            encode_segment(&events, &enc)?
+        } else {
+            let owned = events.clone();
+            tokio::task::spawn_blocking(move || encode_segment(&owned, &enc))
+                .await
+                .map_err(|e| StorageError::Backend(format!("encoder task: {e}")))??
+        };
         let name = segment_name();
         // Its age counts from before the put: a put can land long before
         // its answer arrives.
