@@ -118,7 +118,8 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         max_waiters: a.max_waiters,
         ..ServerConfig::default()
     };
-    let app = router(AppState::new(engine.clone(), server));
+    let state = AppState::new(engine.clone(), server);
+    let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
     tracing::warn!("no --tokens file: the API is open to anyone who can reach {addr}");
@@ -128,7 +129,13 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            state.begin_shutdown();
+        })
+        .await?;
     tracing::info!("draining the writers");
     engine.shutdown().await;
     tracing::info!("stopped");

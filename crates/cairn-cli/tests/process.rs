@@ -122,12 +122,27 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_everything() {
     reqwest::Client::new().put(format!("{}/v1/stores/k", s.base)).send().await.unwrap();
     let stop = Arc::new(Mutex::new(false));
     let loader = tokio::spawn(load(s.base.clone(), 8, stop.clone()));
+    // A live tail and a long-poll must not hold the shutdown up.
+    let tail = reqwest::Client::new().get(format!("{}/v1/stores/k/events", s.base)).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(tail.status(), 200);
+    let poll = tokio::spawn(reqwest::get(format!("{}/v1/stores/k/events?from=999999999&wait=30", s.base)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
     assert!(Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap().success());
-    let status = s.child.wait().unwrap();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            s.child.kill().unwrap();
+            panic!("SIGTERM did not stop the node within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(status.success(), "exit status {status:?}");
-    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(t.elapsed() < Duration::from_secs(10), "shutdown took {:?}", t.elapsed());
+    drop(tail);
+    let _ = poll.await;
     let acked = loader.await.unwrap();
     let s2 = spawn(dir.path());
     let events = all_events(&s2.base).await;

@@ -66,11 +66,36 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
-        AppState { engine, config: Arc::new(config), metrics: Arc::new(metrics::Metrics::new()) }
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        AppState { engine, config: Arc::new(config), metrics: Arc::new(metrics::Metrics::new()), shutdown: Arc::new(shutdown) }
+    }
+
+    /// Ends live tails and long-polls (they answer what they have), so a
+    /// graceful shutdown does not wait on them.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits on the store like `Engine::wait_for`, but gives up (false) at
+    /// shutdown.
+    pub(crate) async fn wait_for(&self, store: &str, seq: u64, timeout: Duration) -> Result<bool, cairn_engine::ReadError> {
+        let mut rx = self.shutdown.subscribe();
+        if *rx.borrow() {
+            return Ok(false);
+        }
+        tokio::select! {
+            r = self.engine.wait_for(store, seq, timeout) => r,
+            _ = rx.wait_for(|down| *down) => Ok(false),
+        }
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 }
 

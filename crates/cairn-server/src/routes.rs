@@ -403,7 +403,7 @@ pub(crate) async fn read_store(
         let next = s.engine.store_info(&store).await?.next_seq;
         if from == next {
             let _slot = WaiterSlot::take(&s)?;
-            s.engine.wait_for(&store, from, r.wait).await?;
+            s.wait_for(&store, from, r.wait).await?;
         }
     }
     let scan = s.engine.read_store(&store, from, ReadOptions { limit: r.limit, tag: r.tag }).await?;
@@ -452,7 +452,7 @@ pub(crate) async fn read_stream(
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let next = s.engine.next_seq(&store).await?;
-            if left.is_zero() || !s.engine.wait_for(&store, next, left).await? {
+            if left.is_zero() || !s.wait_for(&store, next, left).await? {
                 break;
             }
         }
@@ -507,10 +507,11 @@ fn sse_store(s: AppState, store: String, from: u64, tag: Option<(String, String)
                 Ok((events, next)) => {
                     from = next;
                     if events.is_empty() {
-                        if let Err(e) = s.engine.wait_for(&store, from, Duration::from_secs(30)).await {
-                            return Some((Ok(sse_error(e.into())), (s, store, from, tag, slot, pending, true)));
+                        match s.wait_for(&store, from, Duration::from_secs(30)).await {
+                            Err(e) => return Some((Ok(sse_error(e.into())), (s, store, from, tag, slot, pending, true))),
+                            Ok(_) if s.shutting_down() => return None,
+                            Ok(_) => continue,
                         }
-                        continue;
                     }
                     pending = events.iter().rev().map(sse_event).collect();
                 }
@@ -547,10 +548,11 @@ fn sse_stream(s: AppState, store: String, stream: String, from: u64, tag: Option
                 Ok((events, next_rev, next_seq)) => {
                     from = next_rev;
                     if events.is_empty() {
-                        if let Err(e) = s.engine.wait_for(&store, next_seq, Duration::from_secs(30)).await {
-                            return Some((Ok(sse_error(e.into())), (s, store, stream, from, tag, slot, pending, true)));
+                        match s.wait_for(&store, next_seq, Duration::from_secs(30)).await {
+                            Err(e) => return Some((Ok(sse_error(e.into())), (s, store, stream, from, tag, slot, pending, true))),
+                            Ok(_) if s.shutting_down() => return None,
+                            Ok(_) => continue,
                         }
-                        continue;
                     }
                     pending = events.iter().rev().map(sse_event).collect();
                 }
