@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use cairn_engine::{Engine, EngineConfig};
+use cairn_engine::EngineConfig;
 use cairn_server::{router, AppState, ServerConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -111,14 +111,15 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         commit_timeout: Duration::from_secs(a.commit_timeout_secs),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(storage, cfg);
+    let metrics = Arc::new(cairn_server::metrics::Metrics::new());
+    let engine = AppState::engine_with_metrics(storage, cfg, &metrics);
     let server = ServerConfig {
         body_limit: a.body_limit,
         request_timeout: Duration::from_secs(a.request_timeout_secs),
         max_waiters: a.max_waiters,
         ..ServerConfig::default()
     };
-    let state = AppState::new(engine.clone(), server);
+    let state = AppState::with_metrics(engine.clone(), server, metrics);
     let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;

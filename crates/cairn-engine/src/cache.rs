@@ -9,6 +9,8 @@ use cairn_format::segment::Footer;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
+use crate::observe::{CacheKind, Observer};
+
 #[derive(Clone)]
 struct ByWeight;
 
@@ -35,6 +37,7 @@ type C<K, V> = Cache<K, Sized<V>, ByWeight>;
 
 /// Footers and pages (metadata) share one budget, decoded blocks another.
 pub struct Caches {
+    observer: Arc<dyn Observer>,
     footers: C<Arc<str>, Footer>,
     index_footers: C<Arc<str>, IndexFooter>,
     pages: C<(Arc<str>, u64), Vec<StreamRuns>>,
@@ -85,9 +88,10 @@ impl Block {
 }
 
 impl Caches {
-    pub fn new(meta_bytes: u64, block_bytes: u64) -> Self {
+    pub fn new(meta_bytes: u64, block_bytes: u64, observer: Arc<dyn Observer>) -> Self {
         let meta = meta_bytes / 3;
         Caches {
+            observer,
             footers: Cache::with_weighter(1024, meta.max(1), ByWeight),
             index_footers: Cache::with_weighter(256, meta.max(1), ByWeight),
             pages: Cache::with_weighter(1024, meta.max(1), ByWeight),
@@ -95,28 +99,33 @@ impl Caches {
         }
     }
 
+    fn seen<T>(&self, kind: CacheKind, v: Option<T>) -> Option<T> {
+        self.observer.cache(kind, v.is_some());
+        v
+    }
+
     pub fn footer(&self, name: &str) -> Option<Arc<Footer>> {
-        self.footers.get(name).map(|s| s.0)
+        self.seen(CacheKind::Footer, self.footers.get(name).map(|s| s.0))
     }
     pub fn put_footer(&self, name: Arc<str>, f: Arc<Footer>) {
         let w = footer_weight(&f);
         self.footers.insert(name, Sized(f, w));
     }
     pub fn index_footer(&self, name: &str) -> Option<Arc<IndexFooter>> {
-        self.index_footers.get(name).map(|s| s.0)
+        self.seen(CacheKind::IndexFooter, self.index_footers.get(name).map(|s| s.0))
     }
     pub fn put_index_footer(&self, name: Arc<str>, f: Arc<IndexFooter>) {
         let w = (f.segments.len() * 96 + f.pages.len() * 64 + f.stream_filter.byte_len()) as u64;
         self.index_footers.insert(name, Sized(f, w));
     }
     pub fn page(&self, name: &Arc<str>, offset: u64) -> Option<Arc<Vec<StreamRuns>>> {
-        self.pages.get(&(name.clone(), offset)).map(|s| s.0)
+        self.seen(CacheKind::Page, self.pages.get(&(name.clone(), offset)).map(|s| s.0))
     }
     pub fn put_page(&self, name: Arc<str>, offset: u64, p: Arc<Vec<StreamRuns>>, w: u64) {
         self.pages.insert((name, offset), Sized(p, w));
     }
     pub fn block(&self, name: &Arc<str>, offset: u64) -> Option<Arc<Block>> {
-        self.blocks.get(&(name.clone(), offset)).map(|s| s.0)
+        self.seen(CacheKind::Block, self.blocks.get(&(name.clone(), offset)).map(|s| s.0))
     }
     pub fn put_block(&self, name: Arc<str>, offset: u64, b: Arc<Block>) {
         let w = b.weight();

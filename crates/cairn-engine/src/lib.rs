@@ -33,6 +33,7 @@ pub mod error;
 pub mod gc;
 pub mod local;
 pub mod objects;
+pub mod observe;
 pub mod reader;
 pub mod rollup;
 mod store;
@@ -266,10 +267,16 @@ impl Engine {
     }
 
     pub fn with_clock(object_store: Arc<dyn ObjectStore>, config: EngineConfig, clock: Arc<dyn Clock>) -> Arc<Engine> {
+        Engine::with_parts(object_store, config, clock, Arc::new(observe::Nothing))
+    }
+
+    /// An engine whose work is reported to `observer` (metrics).
+    pub fn with_parts(object_store: Arc<dyn ObjectStore>, config: EngineConfig, clock: Arc<dyn Clock>, observer: Arc<dyn observe::Observer>) -> Arc<Engine> {
         let shared = Arc::new(Shared {
-            objects: objects::Objects::new(object_store, config.retry_for),
-            caches: cache::Caches::new(config.meta_cache_bytes, config.block_cache_bytes),
+            objects: objects::Objects::new(object_store, config.retry_for, observer.clone()),
+            caches: cache::Caches::new(config.meta_cache_bytes, config.block_cache_bytes, observer.clone()),
             config,
+            observer,
         });
         Arc::new(Engine { shared, clock, stores: Mutex::new(HashMap::new()), tasks: Mutex::new(Vec::new()), writers: Mutex::new(Vec::new()) })
     }

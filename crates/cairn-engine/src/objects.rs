@@ -10,6 +10,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::StorageError;
+use crate::observe::{ObjectOp, Observer, Outcome};
 
 /// Where a store's objects live (DESIGN "Objects of a store").
 #[derive(Clone, Debug)]
@@ -74,10 +75,25 @@ pub enum CreateOutcome {
     AlreadyExists,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Objects {
     pub inner: Arc<dyn ObjectStore>,
     retry: Duration,
+    observer: Arc<dyn Observer>,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Objects({})", self.inner)
+    }
+}
+
+fn outcome<T>(r: &Result<T, StorageError>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::Ok,
+        Err(StorageError::NotFound(_)) => Outcome::NotFound,
+        Err(_) => Outcome::Error,
+    }
 }
 
 fn transient(e: &object_store::Error) -> bool {
@@ -93,13 +109,24 @@ fn transient(e: &object_store::Error) -> bool {
 }
 
 impl Objects {
-    pub fn new(inner: Arc<dyn ObjectStore>, retry: Duration) -> Self {
-        Objects { inner, retry }
+    pub fn new(inner: Arc<dyn ObjectStore>, retry: Duration, observer: Arc<dyn Observer>) -> Self {
+        Objects { inner, retry, observer }
     }
 
     /// Retries transient failures of an idempotent request until `self.retry`
     /// has passed, with exponential back-off.
-    async fn retrying<T, F, Fut>(&self, what: &str, path: &Path, mut f: F) -> Result<T, StorageError>
+    async fn retrying<T, F, Fut>(&self, op: ObjectOp, path: &Path, f: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let start = std::time::Instant::now();
+        let r = self.retrying_inner(op.as_str(), path, f).await;
+        self.observer.object_op(op, outcome(&r), start.elapsed());
+        r
+    }
+
+    async fn retrying_inner<T, F, Fut>(&self, what: &str, path: &Path, mut f: F) -> Result<T, StorageError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = object_store::Result<T>>,
@@ -121,7 +148,7 @@ impl Objects {
     }
 
     pub async fn get(&self, path: &Path) -> Result<Bytes, StorageError> {
-        self.retrying("get", path, || async { self.inner.get(path).await?.bytes().await }).await
+        self.retrying(ObjectOp::Get, path, || async { self.inner.get(path).await?.bytes().await }).await
     }
 
     /// `Ok(None)` for an absent object.
@@ -135,7 +162,7 @@ impl Objects {
 
     pub async fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Bytes, StorageError> {
         let want = range.end - range.start;
-        let b = self.retrying("get_range", path, || self.inner.get_range(path, range.clone())).await?;
+        let b = self.retrying(ObjectOp::GetRange, path, || self.inner.get_range(path, range.clone())).await?;
         if b.len() as u64 != want {
             return Err(StorageError::Corrupt(format!("{path}: range read returned {} bytes, wanted {want}", b.len())));
         }
@@ -143,37 +170,40 @@ impl Objects {
     }
 
     pub async fn head(&self, path: &Path) -> Result<ObjectMeta, StorageError> {
-        self.retrying("head", path, || self.inner.head(path)).await
+        self.retrying(ObjectOp::Head, path, || self.inner.head(path)).await
     }
 
     /// An unconditional put: only for objects with fresh unique names (or the
     /// clock object), where a repeat is harmless.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
-        self.retrying("put", path, || self.inner.put(path, PutPayload::from_bytes(bytes.clone()))).await.map(|_| ())
+        self.retrying(ObjectOp::Put, path, || self.inner.put(path, PutPayload::from_bytes(bytes.clone()))).await.map(|_| ())
     }
 
     /// One create-if-absent attempt. Errors are returned, not retried: the
     /// caller resolves an unknown outcome by reading back.
     pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<CreateOutcome, StorageError> {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.inner.put_opts(path, PutPayload::from_bytes(bytes), opts).await {
-            Ok(_) => Ok(CreateOutcome::Created),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(CreateOutcome::AlreadyExists),
-            Err(e) => Err(StorageError::Backend(format!("create {path}: {e}"))),
-        }
+        let start = std::time::Instant::now();
+        let (r, o) = match self.inner.put_opts(path, PutPayload::from_bytes(bytes), opts).await {
+            Ok(_) => (Ok(CreateOutcome::Created), Outcome::Ok),
+            Err(object_store::Error::AlreadyExists { .. }) => (Ok(CreateOutcome::AlreadyExists), Outcome::AlreadyExists),
+            Err(e) => (Err(StorageError::Backend(format!("create {path}: {e}"))), Outcome::Error),
+        };
+        self.observer.object_op(ObjectOp::Create, o, start.elapsed());
+        r
     }
 
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, StorageError> {
-        self.retrying("list", prefix, || self.inner.list(Some(prefix)).try_collect::<Vec<_>>()).await
+        self.retrying(ObjectOp::List, prefix, || self.inner.list(Some(prefix)).try_collect::<Vec<_>>()).await
     }
 
     /// Lists objects under `prefix` whose path sorts after `offset`.
     pub async fn list_after(&self, prefix: &Path, offset: &Path) -> Result<Vec<ObjectMeta>, StorageError> {
-        self.retrying("list", prefix, || self.inner.list_with_offset(Some(prefix), offset).try_collect::<Vec<_>>()).await
+        self.retrying(ObjectOp::List, prefix, || self.inner.list_with_offset(Some(prefix), offset).try_collect::<Vec<_>>()).await
     }
 
     pub async fn delete(&self, path: &Path) -> Result<(), StorageError> {
-        match self.retrying("delete", path, || self.inner.delete(path)).await {
+        match self.retrying(ObjectOp::Delete, path, || self.inner.delete(path)).await {
             Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }

@@ -24,6 +24,7 @@ pub(crate) struct Shared {
     pub objects: Objects,
     pub caches: Caches,
     pub config: EngineConfig,
+    pub observer: Arc<dyn crate::observe::Observer>,
 }
 
 /// The newest GC boundary a node knows of.

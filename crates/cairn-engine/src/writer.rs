@@ -231,7 +231,8 @@ impl Writer {
     }
 
     async fn commit(&mut self, mut reqs: Vec<Pending>) {
-        let deadline = Instant::now() + self.cfg.commit_timeout;
+        let started = Instant::now();
+        let deadline = started + self.cfg.commit_timeout;
         match self.store.check_root().await {
             Ok(true) => {}
             Ok(false) => {
@@ -302,6 +303,8 @@ impl Writer {
             match self.create_resolved(&next, bytes, &seg_name, deadline).await {
                 Resolved::Committed => {
                     let Some(up) = uploaded.take() else { return };
+                    let bytes: usize = prep.events.iter().map(|e| e.data.len()).sum();
+                    self.store.shared.observer.commit(&self.store.paths.store, prep.events.len(), bytes, started.elapsed());
                     let mut prep = prep;
                     let outcomes = self.after_commit(next, &mut prep, up, applied);
                     self.answer_same(&mut reqs, &prep, &outcomes);
@@ -309,6 +312,7 @@ impl Writer {
                 }
                 Resolved::Conflict => {
                     attempt += 1;
+                    self.store.shared.observer.conflict(&self.store.paths.store);
                     tracing::debug!(store = %self.store.paths.store, attempt, "commit conflict, rebasing");
                     if Instant::now() >= deadline {
                         let retry_after = Duration::from_secs(1);

@@ -70,9 +70,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A state with its own metrics (the engine's work is not observed:
+    /// build the engine with [`AppState::engine_with_metrics`] for that).
     pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
+        AppState::with_metrics(engine, config, Arc::new(metrics::Metrics::new()))
+    }
+
+    pub fn with_metrics(engine: Arc<Engine>, config: ServerConfig, metrics: Arc<metrics::Metrics>) -> Self {
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        AppState { engine, config: Arc::new(config), metrics: Arc::new(metrics::Metrics::new()), shutdown: Arc::new(shutdown) }
+        AppState { engine, config: Arc::new(config), metrics, shutdown: Arc::new(shutdown) }
+    }
+
+    /// An engine that reports commits, conflicts, object-store requests and
+    /// cache look-ups to `metrics`.
+    pub fn engine_with_metrics(store: Arc<dyn object_store::ObjectStore>, config: cairn_engine::EngineConfig, metrics: &Arc<metrics::Metrics>) -> Arc<Engine> {
+        Engine::with_parts(store, config, Arc::new(cairn_engine::SystemClock), metrics.clone())
     }
 
     /// Ends live tails and long-polls (they answer what they have), so a

@@ -33,6 +33,28 @@ pub struct CacheLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -44,6 +66,13 @@ pub struct Metrics {
     waiters: Gauge,
     waiters_now: AtomicI64,
     cache_bytes: Family<CacheLabels, Gauge>,
+    commits: Family<StoreLabels, Counter>,
+    conflicts: Family<StoreLabels, Counter>,
+    commit_events: Histogram,
+    commit_seconds: Histogram,
+    object_ops: Family<ObjectLabels, Counter>,
+    object_seconds: Family<OpLabels, Histogram>,
+    cache_lookups: Family<LookupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,7 +100,39 @@ impl Metrics {
         registry.register("long_poll_waiters", "Long-polls and live tails held now", waiters.clone());
         let cache_bytes = Family::<CacheLabels, Gauge>::default();
         registry.register("cache_bytes", "Bytes held by the caches", cache_bytes.clone());
-        Metrics { registry, requests, latency, events_appended, bytes_appended, deduplicated, batch_events, waiters, waiters_now: AtomicI64::new(0), cache_bytes }
+        let commits = Family::<StoreLabels, Counter>::default();
+        registry.register("commits", "Batches committed, by store", commits.clone());
+        let conflicts = Family::<StoreLabels, Counter>::default();
+        registry.register("commit_conflicts", "Manifest creates lost to another writer, by store", conflicts.clone());
+        let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 20));
+        registry.register("commit_events", "Events per committed batch (group commit)", commit_events.clone());
+        let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register("commit_duration_seconds", "From taking a batch off the queue to acknowledging it", commit_seconds.clone());
+        let object_ops = Family::<ObjectLabels, Counter>::default();
+        registry.register("object_store_requests", "Object-store requests by kind and outcome", object_ops.clone());
+        let object_seconds = Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.00005, 2.0, 20)));
+        registry.register("object_store_request_duration_seconds", "Object-store request latency (with retries), by kind", object_seconds.clone());
+        let cache_lookups = Family::<LookupLabels, Counter>::default();
+        registry.register("cache_lookups", "Cache look-ups by cache and result (hit or miss)", cache_lookups.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            events_appended,
+            bytes_appended,
+            deduplicated,
+            batch_events,
+            waiters,
+            waiters_now: AtomicI64::new(0),
+            cache_bytes,
+            commits,
+            conflicts,
+            commit_events,
+            commit_seconds,
+            object_ops,
+            object_seconds,
+            cache_lookups,
+        }
     }
 
     pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
@@ -98,6 +159,24 @@ impl Metrics {
     pub fn waiters_dec(&self) {
         self.waiters.dec();
         self.waiters_now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl cairn_engine::observe::Observer for Metrics {
+    fn commit(&self, store: &str, events: usize, _bytes: usize, took: Duration) {
+        self.commits.get_or_create(&StoreLabels { store: store.into() }).inc();
+        self.commit_events.observe(events as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+    fn conflict(&self, store: &str) {
+        self.conflicts.get_or_create(&StoreLabels { store: store.into() }).inc();
+    }
+    fn object_op(&self, op: cairn_engine::observe::ObjectOp, outcome: cairn_engine::observe::Outcome, took: Duration) {
+        self.object_ops.get_or_create(&ObjectLabels { op: op.as_str(), outcome: outcome.as_str() }).inc();
+        self.object_seconds.get_or_create(&OpLabels { op: op.as_str() }).observe(took.as_secs_f64());
+    }
+    fn cache(&self, kind: cairn_engine::observe::CacheKind, hit: bool) {
+        self.cache_lookups.get_or_create(&LookupLabels { kind: kind.as_str(), result: if hit { "hit" } else { "miss" } }).inc();
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_engine::{Engine, EngineConfig};
+use cairn_engine::EngineConfig;
 use cairn_server::{router, AppState, ServerConfig};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -17,8 +17,9 @@ struct Node {
 }
 
 async fn start_with(store: Arc<dyn object_store::ObjectStore>, dir: Option<tempfile::TempDir>, cfg: ServerConfig) -> Node {
-    let engine = Engine::new(store, EngineConfig { gc_interval: None, poll_interval: Duration::from_millis(20), ..EngineConfig::default() });
-    let app = router(AppState::new(engine, cfg));
+    let metrics = Arc::new(cairn_server::metrics::Metrics::new());
+    let engine = AppState::engine_with_metrics(store, EngineConfig { gc_interval: None, poll_interval: Duration::from_millis(20), ..EngineConfig::default() }, &metrics);
+    let app = router(AppState::with_metrics(engine, cfg, metrics));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -304,12 +305,18 @@ async fn docs_of_health_and_metrics(local: bool) {
     assert_eq!(n.send(n.http.get(n.url("/readyz"))).await.0, 200);
     n.put("/v1/stores/s").await;
     n.post("/v1/stores/s/streams/a/events", json!([{"type": "T"}, {"type": "T"}])).await;
+    n.ndjson("/v1/stores/s/streams/a/events").await;
     let text = n.http.get(n.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("cairn_events_appended_total 2"), "{text}");
     assert!(text.contains("cairn_http_requests_total{route=\"/v1/stores/{store}/streams/{stream}/events\",method=\"POST\",status=\"200\"} 1"), "{text}");
     assert!(text.contains("cairn_http_request_duration_seconds_bucket"));
     assert!(text.contains("cairn_cache_bytes{kind=\"blocks\"}"));
     assert!(text.contains("cairn_long_poll_waiters"));
+    assert!(text.contains("cairn_commits_total{store=\"s\"} 1"), "{text}");
+    assert!(text.contains("cairn_commit_duration_seconds_count 1"), "{text}");
+    assert!(text.contains("cairn_object_store_requests_total{op=\"create\",outcome=\"ok\"}"), "{text}");
+    assert!(text.contains("cairn_object_store_request_duration_seconds_bucket{"), "{text}");
+    assert!(text.contains("cairn_cache_lookups_total{kind=\"block\",result=\"hit\"}"), "{text}");
     // The OpenAPI document names every route of the contract.
     let (s, doc) = n.get("/v1/openapi.json").await;
     assert_eq!(s, 200);
