@@ -116,7 +116,7 @@ impl Default for EngineConfig {
             scan_range_bytes: 8 << 20,
             read_ahead: 2,
             tag_scan_budget: 64 << 20,
-            max_recent_segments: 240,
+            max_recent_segments: 200,
             rollup_bytes: 1 << 30,
             keep_recent: 16,
             max_indexes: 32,

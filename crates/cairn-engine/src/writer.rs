@@ -187,6 +187,19 @@ struct Writer {
     window: IdWindow,
     maintenance: Option<tokio::task::JoinHandle<Result<Replacement, StorageError>>>,
     ready: Option<Replacement>,
+    /// Requests taken off the queue while the previous batch committed.
+    carry: Vec<Pending>,
+    /// `carry` prepared and uploaded on top of that batch (pipelining).
+    staged: Option<Staged>,
+    last_was_rollup: bool,
+}
+
+/// A batch prepared and uploaded on the assumption that the batch before it
+/// commits: valid only on top of exactly that manifest.
+struct Staged {
+    prep: Prepared,
+    up: Uploaded,
+    based_on: (u64, String),
 }
 
 pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, clock: Arc<dyn Clock>) {
@@ -194,8 +207,14 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
     let known = store.known_boundary();
     let view = store.current();
     let window = IdWindow::new(view.window_start, view.next_seq);
-    let mut w = Writer { store, clock, cfg, view, known, heads: HashMap::new(), window, maintenance: None, ready: None };
-    while let Some(WriterMsg::Append { batch, reply }) = rx.recv().await {
+    let mut w = Writer { store, clock, cfg, view, known, heads: HashMap::new(), window, maintenance: None, ready: None, carry: Vec::new(), staged: None, last_was_rollup: false };
+    loop {
+        if !w.carry.is_empty() {
+            let reqs = std::mem::take(&mut w.carry);
+            w.commit(reqs, &mut rx).await;
+            continue;
+        }
+        let Some(WriterMsg::Append { batch, reply }) = rx.recv().await else { break };
         let mut reqs = vec![Pending { batch, reply: Some(reply) }];
         let mut bytes = reqs[0].bytes();
         let linger_until = tokio::time::Instant::now() + w.cfg.linger;
@@ -210,7 +229,7 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
             bytes += p.bytes();
             reqs.push(p);
         }
-        w.commit(reqs).await;
+        w.commit(reqs, &mut rx).await;
     }
     if let Some(m) = w.maintenance.take() {
         m.abort();
@@ -230,7 +249,7 @@ impl Writer {
         Ok(h)
     }
 
-    async fn commit(&mut self, mut reqs: Vec<Pending>) {
+    async fn commit(&mut self, mut reqs: Vec<Pending>, rx: &mut mpsc::Receiver<WriterMsg>) {
         let started = Instant::now();
         let deadline = started + self.cfg.commit_timeout;
         match self.store.check_root().await {
@@ -249,8 +268,15 @@ impl Writer {
         let mut uploaded: Option<Uploaded> = None;
         let mut fresh_look = false;
         let mut attempt = 0u32;
+        // A batch staged while the one before committed is used as it is if
+        // that commit is the view now.
+        let mut staged = self.staged.take().filter(|s| s.based_on == (self.view.version, self.view.commit_id.clone()));
         loop {
-            let prep = match self.prepare(&mut reqs, fresh_look).await {
+            let prep = if let Some(st) = staged.take() {
+                uploaded = Some(st.up);
+                st.prep
+            } else {
+                match self.prepare(&mut reqs, fresh_look, None).await {
                 Ok(p) => p,
                 Err(PrepareError::NeedFreshLook) => {
                     fresh_look = true;
@@ -263,6 +289,7 @@ impl Writer {
                 Err(PrepareError::Storage(e)) => {
                     reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
                     return;
+                }
                 }
             };
             if prep.events.is_empty() {
@@ -300,7 +327,27 @@ impl Writer {
                 }
             };
             let seg_name = up.name.clone();
-            match self.create_resolved(&next, bytes, &seg_name, deadline).await {
+            // While N+1 is created, the requests queued behind this batch
+            // are prepared and uploaded on top of it.
+            // The batch is acknowledged the moment its commit is known,
+            // not when the staging of the next one is done.
+            let mut committer = Committer { store: self.store.clone(), known: self.known };
+            let outcomes = outcomes_of(&prep, self.view.next_seq);
+            let mut senders: Vec<_> = reqs.iter_mut().map(|r| r.reply.take()).collect();
+            let same_as = &prep.same_as;
+            let create = async {
+                let r = committer.create_resolved(&next, bytes, &seg_name, deadline).await;
+                if matches!(r, Resolved::Committed) {
+                    answer_all(&mut senders, &outcomes, same_as);
+                }
+                (r, committer.known, senders)
+            };
+            let ((resolved, known, senders), ()) = tokio::join!(create, self.stage_next(rx, &prep, &next));
+            for (r, tx) in reqs.iter_mut().zip(senders) {
+                r.reply = tx;
+            }
+            self.known = known;
+            match resolved {
                 Resolved::Committed => {
                     let Some(up) = uploaded.take() else { return };
                     let bytes: usize = prep.events.iter().map(|e| e.data.len()).sum();
@@ -346,22 +393,56 @@ impl Writer {
         }
     }
 
+    /// Takes what is queued (up to the byte bound) and prepares and uploads
+    /// it on top of `prep`/`next`, which is being committed. The requests go
+    /// to `carry`, the result (if the speculation held) to `staged`; a
+    /// request that would be answered at once, or ids shared with `prep`,
+    /// leave it unstaged, to be prepared after the commit.
+    async fn stage_next(&mut self, rx: &mut mpsc::Receiver<WriterMsg>, prep: &Prepared, next: &Manifest) {
+        let mut bytes = 0;
+        while bytes < self.cfg.max_batch_bytes {
+            let Ok(WriterMsg::Append { batch, reply }) = rx.try_recv() else { break };
+            let p = Pending { batch, reply: Some(reply) };
+            bytes += p.bytes();
+            self.carry.push(p);
+        }
+        if self.carry.is_empty() {
+            return;
+        }
+        let mut carry = std::mem::take(&mut self.carry);
+        let staged = match self.prepare(&mut carry, false, Some(prep)).await {
+            Ok(p) if !p.events.is_empty() => match self.upload(p.events.clone()).await {
+                Ok(up) => Some(Staged { prep: p, up, based_on: (next.version, next.commit_id.clone()) }),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        self.carry = carry;
+        self.staged = staged;
+    }
+
     fn answer_same(&self, reqs: &mut [Pending], prep: &Prepared, outcomes: &[(usize, AppendOutcome)]) {
-        for (ri, o) in outcomes {
-            reqs[*ri].answer(Ok(o.clone()));
-        }
-        for (ri, of) in &prep.same_as {
-            let r = outcomes.iter().find(|(i, _)| i == of).map(|(_, o)| AppendOutcome { deduplicated: true, ..o.clone() });
-            reqs[*ri].answer(r.ok_or(AppendError::CommitOutcomeUnknown));
-        }
+        let mut senders: Vec<_> = reqs.iter_mut().map(|r| r.reply.take()).collect();
+        answer_all(&mut senders, outcomes, &prep.same_as);
     }
 
     /// Checks every unanswered request in order against the heads (and the
     /// heads after the requests before it), and assigns revisions.
-    async fn prepare(&mut self, reqs: &mut [Pending], final_409: bool) -> Result<Prepared, PrepareError> {
+    /// With `on_top` (speculation on a batch not yet committed: its heads
+    /// and ids), nothing is answered: any request that would be answered
+    /// now aborts the speculation (`NeedFreshLook`).
+    async fn prepare(&mut self, reqs: &mut [Pending], final_409: bool, on_top: Option<&Prepared>) -> Result<Prepared, PrepareError> {
         let now = self.clock.now_ms();
         let mut overlay: HashMap<String, Option<u64>> = HashMap::new();
         let mut batch_ids: HashMap<[u8; 16], usize> = HashMap::new();
+        if let Some(k) = on_top {
+            for e in k.events.iter() {
+                overlay.insert(e.stream.to_string(), Some(e.revision));
+                if let Some(id) = e.id {
+                    batch_ids.insert(id, usize::MAX);
+                }
+            }
+        }
         let mut events: Vec<Event> = Vec::new();
         let mut out = Prepared { events: Arc::new(Vec::new()), accepted: Vec::new(), same_as: Vec::new() };
         let mut replies: Vec<(usize, Result<AppendOutcome, AppendError>)> = Vec::new();
@@ -397,7 +478,7 @@ impl Writer {
             let ids: Vec<[u8; 16]> = batch.events.iter().filter_map(|e| e.id.map(|u| *u.as_bytes())).collect();
             if !ids.is_empty() {
                 let in_batch: Vec<usize> = ids.iter().filter_map(|i| batch_ids.get(i).copied()).collect();
-                if in_batch.len() == ids.len() && in_batch.iter().all(|k| *k == in_batch[0]) && reqs[in_batch[0]].batch.events.len() == ids.len() {
+                if in_batch.len() == ids.len() && in_batch[0] != usize::MAX && in_batch.iter().all(|k| *k == in_batch[0]) && reqs[in_batch[0]].batch.events.len() == ids.len() {
                     out.same_as.push((ri, in_batch[0]));
                     reqs[ri].reply.as_ref();
                     continue;
@@ -422,7 +503,7 @@ impl Writer {
                 }
             }
             if !conflicts.is_empty() {
-                if !final_409 {
+                if !final_409 || on_top.is_some() {
                     return Err(PrepareError::NeedFreshLook);
                 }
                 replies.push((ri, Err(AppendError::WrongExpectedRevision(conflicts))));
@@ -465,6 +546,9 @@ impl Writer {
                 batch_ids.insert(*id, ri);
             }
             out.accepted.push((ri, first, ranges));
+        }
+        if on_top.is_some() && !replies.is_empty() {
+            return Err(PrepareError::NeedFreshLook);
         }
         for (ri, r) in replies {
             reqs[ri].answer(r);
@@ -587,6 +671,118 @@ impl Writer {
         (next, applied)
     }
 
+    fn after_commit(&mut self, next: Manifest, prep: &mut Prepared, up: Uploaded, applied: bool) -> Vec<(usize, AppendOutcome)> {
+        let base = self.view.next_seq;
+        let next = Arc::new(next);
+        self.view = next.clone();
+        self.store.publish(next.clone());
+        if applied {
+            self.ready = None;
+        }
+        let outcomes = outcomes_of(prep, base);
+        for (_, _, ranges) in &prep.accepted {
+            for r in ranges {
+                match self.heads.get_mut(&r.stream) {
+                    Some(h) => *h = Some(r.last_revision),
+                    None => {
+                        self.heads.insert(r.stream.clone(), Some(r.last_revision));
+                    }
+                }
+            }
+        }
+        for (i, e) in prep.events.iter().enumerate() {
+            if let Some(id) = e.id {
+                self.window.insert(id, IdHit { seq: base + i as u64, revision: e.revision, stream_hash: stream_hash(&e.stream) });
+            }
+        }
+        self.window.evict_below(next.window_start);
+        // The writer fills the cache with what it committed, so live tails
+        // read from memory.
+        let caches = &self.store.shared.caches;
+        let name: Arc<str> = up.name.as_str().into();
+        // The blocks share the committed events: nothing is copied.
+        let Uploaded { seg, events, .. } = up;
+        for b in &seg.footer.blocks {
+            let block = crate::cache::Block::window(events.clone(), b.first_index as usize, b.count as usize, b.first_index);
+            caches.put_block(name.clone(), b.offset, Arc::new(block));
+        }
+        caches.put_footer(name, Arc::new(seg.footer));
+        self.maybe_start_maintenance();
+        outcomes
+    }
+
+    fn maybe_start_maintenance(&mut self) {
+        if self.maintenance.is_some() || self.ready.is_some() {
+            return;
+        }
+        let m = &self.view;
+        let recent_bytes: u64 = m.segments.iter().map(|s| s.bytes).sum();
+        let store = self.store.clone();
+        let roll = m.segments.len() > self.cfg.max_recent_segments || (recent_bytes > self.cfg.rollup_bytes && m.segments.len() > self.cfg.keep_recent);
+        let merge = m.indexes.len() > self.cfg.max_indexes;
+        // Under steady load a roll-up is due after every roll-up: take turns,
+        // so index objects stay bounded too.
+        if roll && !(merge && self.last_was_rollup) {
+            let take = m.segments.len() - self.cfg.keep_recent.min(m.segments.len() - 1);
+            let segs = m.segments[..take].to_vec();
+            self.last_was_rollup = true;
+            self.maintenance = Some(tokio::spawn(async move { rollup::roll_up(&store, segs).await }));
+        } else if merge {
+            let idx = m.indexes.clone();
+            self.last_was_rollup = false;
+            self.maintenance = Some(tokio::spawn(async move { rollup::merge_indexes(&store, idx).await }));
+        }
+    }
+
+    async fn take_maintenance(&mut self) {
+        // Back-pressure: a quarter past the recent-segment bound, wait for
+        // the roll-up in flight rather than let the manifest grow.
+        let bound = self.cfg.max_recent_segments.max(1);
+        let behind = self.view.segments.len() >= bound + bound.div_ceil(4);
+        if self.maintenance.as_ref().is_some_and(|h| h.is_finished() || behind) {
+            if let Some(h) = self.maintenance.take() {
+                match h.await {
+                    Ok(Ok(r)) => self.ready = Some(r),
+                    Ok(Err(e)) => tracing::warn!(store = %self.store.paths.store, error = %e, "roll-up failed; will retry"),
+                    Err(e) => tracing::warn!(error = %e, "roll-up task failed"),
+                }
+            }
+        }
+    }
+
+    /// Moves the view to the newest manifest and updates the cached heads
+    /// from the segments committed since.
+    async fn rebase_to_newest(&mut self) -> Result<(), StorageError> {
+        let newest = self.store.refresh().await?;
+        if newest.version <= self.view.version {
+            return Ok(());
+        }
+        let old = self.view.next_seq;
+        for seg in self.store.segments_between(&newest, old, newest.next_seq).await? {
+            let f = self.store.footer(&seg).await?;
+            for s in &f.streams {
+                if let Some(h) = self.heads.get_mut(&s.name) {
+                    *h = Some(h.map_or(s.last_revision(), |v| v.max(s.last_revision())));
+                }
+            }
+        }
+        if newest.next_seq > old {
+            self.window.gaps.push((old, newest.next_seq));
+        }
+        self.window.evict_below(newest.window_start);
+        self.view = newest;
+        Ok(())
+    }
+}
+
+/// What a manifest create needs, apart from the writer, so the next batch
+/// can be prepared while it runs.
+struct Committer {
+    store: Arc<Store>,
+    known: KnownBoundary,
+}
+
+impl Committer {
     /// Creates N+1 and resolves what the answer means.
     async fn create_resolved(&mut self, next: &Manifest, bytes: Bytes, seg: &str, deadline: Instant) -> Resolved {
         let objects = &self.store.shared.objects;
@@ -662,100 +858,35 @@ impl Writer {
         Ok(newest)
     }
 
-    fn after_commit(&mut self, next: Manifest, prep: &mut Prepared, up: Uploaded, applied: bool) -> Vec<(usize, AppendOutcome)> {
-        let base = self.view.next_seq;
-        let next = Arc::new(next);
-        self.view = next.clone();
-        self.store.publish(next.clone());
-        if applied {
-            self.ready = None;
-        }
-        let mut outcomes = Vec::new();
-        for (ri, first, ranges) in &prep.accepted {
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, AppendError>>;
+
+/// The answers of a committed batch whose events start at `base`.
+fn outcomes_of(prep: &Prepared, base: u64) -> Vec<(usize, AppendOutcome)> {
+    prep.accepted
+        .iter()
+        .map(|(ri, first, ranges)| {
             let n: u64 = ranges.iter().map(|r| r.last_revision - r.first_revision + 1).sum();
             let first_seq = base + *first as u64;
-            outcomes.push((*ri, AppendOutcome { first_seq, last_seq: first_seq + n - 1, streams: ranges.clone(), deduplicated: false }));
-            for r in ranges {
-                match self.heads.get_mut(&r.stream) {
-                    Some(h) => *h = Some(r.last_revision),
-                    None => {
-                        self.heads.insert(r.stream.clone(), Some(r.last_revision));
-                    }
-                }
-            }
-        }
-        for (i, e) in prep.events.iter().enumerate() {
-            if let Some(id) = e.id {
-                self.window.insert(id, IdHit { seq: base + i as u64, revision: e.revision, stream_hash: stream_hash(&e.stream) });
-            }
-        }
-        self.window.evict_below(next.window_start);
-        // The writer fills the cache with what it committed, so live tails
-        // read from memory.
-        let caches = &self.store.shared.caches;
-        let name: Arc<str> = up.name.as_str().into();
-        // The blocks share the committed events: nothing is copied.
-        let Uploaded { seg, events, .. } = up;
-        for b in &seg.footer.blocks {
-            let block = crate::cache::Block::window(events.clone(), b.first_index as usize, b.count as usize, b.first_index);
-            caches.put_block(name.clone(), b.offset, Arc::new(block));
-        }
-        caches.put_footer(name, Arc::new(seg.footer));
-        self.maybe_start_maintenance();
-        outcomes
-    }
+            (*ri, AppendOutcome { first_seq, last_seq: first_seq + n - 1, streams: ranges.clone(), deduplicated: false })
+        })
+        .collect()
+}
 
-    fn maybe_start_maintenance(&mut self) {
-        if self.maintenance.is_some() || self.ready.is_some() {
-            return;
-        }
-        let m = &self.view;
-        let recent_bytes: u64 = m.segments.iter().map(|s| s.bytes).sum();
-        let store = self.store.clone();
-        if m.segments.len() > self.cfg.max_recent_segments || (recent_bytes > self.cfg.rollup_bytes && m.segments.len() > self.cfg.keep_recent) {
-            let take = m.segments.len() - self.cfg.keep_recent.min(m.segments.len() - 1);
-            let segs = m.segments[..take].to_vec();
-            self.maintenance = Some(tokio::spawn(async move { rollup::roll_up(&store, segs).await }));
-        } else if m.indexes.len() > self.cfg.max_indexes {
-            let idx = m.indexes.clone();
-            self.maintenance = Some(tokio::spawn(async move { rollup::merge_indexes(&store, idx).await }));
+/// Sends the answers of a committed batch (and of the requests that were
+/// copies of one of its requests).
+fn answer_all(senders: &mut [Option<Reply>], outcomes: &[(usize, AppendOutcome)], same_as: &[(usize, usize)]) {
+    for (ri, o) in outcomes {
+        if let Some(tx) = senders[*ri].take() {
+            let _ = tx.send(Ok(o.clone()));
         }
     }
-
-    async fn take_maintenance(&mut self) {
-        if self.maintenance.as_ref().is_some_and(|h| h.is_finished()) {
-            if let Some(h) = self.maintenance.take() {
-                match h.await {
-                    Ok(Ok(r)) => self.ready = Some(r),
-                    Ok(Err(e)) => tracing::warn!(store = %self.store.paths.store, error = %e, "roll-up failed; will retry"),
-                    Err(e) => tracing::warn!(error = %e, "roll-up task failed"),
-                }
-            }
+    for (ri, of) in same_as {
+        let r = outcomes.iter().find(|(i, _)| i == of).map(|(_, o)| AppendOutcome { deduplicated: true, ..o.clone() });
+        if let Some(tx) = senders[*ri].take() {
+            let _ = tx.send(r.ok_or(AppendError::CommitOutcomeUnknown));
         }
-    }
-
-    /// Moves the view to the newest manifest and updates the cached heads
-    /// from the segments committed since.
-    async fn rebase_to_newest(&mut self) -> Result<(), StorageError> {
-        let newest = self.store.refresh().await?;
-        if newest.version <= self.view.version {
-            return Ok(());
-        }
-        let old = self.view.next_seq;
-        for seg in self.store.segments_between(&newest, old, newest.next_seq).await? {
-            let f = self.store.footer(&seg).await?;
-            for s in &f.streams {
-                if let Some(h) = self.heads.get_mut(&s.name) {
-                    *h = Some(h.map_or(s.last_revision(), |v| v.max(s.last_revision())));
-                }
-            }
-        }
-        if newest.next_seq > old {
-            self.window.gaps.push((old, newest.next_seq));
-        }
-        self.window.evict_below(newest.window_start);
-        self.view = newest;
-        Ok(())
     }
 }
 

@@ -255,8 +255,11 @@ async fn rollup_keeps_manifests_bounded_and_reads_correct(b: Backend) {
     for i in 0..120u64 {
         e.append("s", batch(vec![ev(&format!("st{}", i % 7), "T", &i.to_string())])).await.unwrap();
     }
+    // Roll-up runs in the background and lands with a later commit: the
+    // recent segments stay near the bound (the writer waits for a roll-up
+    // a quarter past it), far from the 120 commits.
     let info = e.store_info("s").await.unwrap();
-    assert!(info.segments <= 8 && info.index_objects <= 4, "{info:?}");
+    assert!(info.segments <= 12 && info.index_objects <= 8, "{info:?}");
     let all = read_all(&e, "s").await;
     assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..120).collect::<Vec<_>>());
     assert!(all.iter().all(|r| r.event.data.as_ref() == r.seq.to_string().as_bytes()));
@@ -395,7 +398,8 @@ async fn manifests_stay_small_over_many_commits(b: Backend) {
     let info = e.store_info("s").await.unwrap();
     assert_eq!(info.next_seq, 1200);
     assert!(info.version > 256, "many commits: {info:?}");
-    assert!(info.segments <= 257 && info.index_objects >= 1, "{info:?}");
+    // 200 recent segments, and a quarter more while a roll-up is in flight.
+    assert!(info.segments <= 250 && info.index_objects >= 1, "{info:?}");
     let incarnation = info.incarnation.clone();
     let path = object_store::path::Path::from(format!("s/{incarnation}/manifest/{:020}.json", info.version));
     let size = object_store::ObjectStoreExt::head(fx.store.as_ref(), &path).await.unwrap().size;
