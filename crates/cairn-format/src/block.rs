@@ -151,22 +151,7 @@ pub fn encode_block(events: &[Event], codec: Codec, zstd_level: i32) -> Result<V
     if raw.len() > MAX_BLOCK_DECODED as usize {
         return Err(Error::Invalid(format!("block of {} bytes exceeds {MAX_BLOCK_DECODED}", raw.len())));
     }
-    let stored = match codec {
-        Codec::None => raw.clone(),
-        Codec::Lz4 => lz4_flex::block::compress(&raw),
-        Codec::Zstd => zstd::bulk::compress(&raw, zstd_level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?,
-    };
-    // Compression that does not pay is not kept.
-    let (codec, stored) = if stored.len() >= raw.len() { (Codec::None, raw.clone()) } else { (codec, stored) };
-    let mut out = Vec::with_capacity(BLOCK_HEADER_LEN + stored.len());
-    out.push(codec as u8);
-    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-    let mut crc = crc32c::crc32c(&out);
-    crc = crc32c::crc32c_append(crc, &stored);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&stored);
-    Ok(out)
+    frame(&raw, codec, zstd_level)
 }
 
 /// Decodes one framed block whose first event has index `first_index` in its
@@ -181,7 +166,38 @@ pub fn decode_block(frame: &[u8], first_index: u32, object: &str) -> Result<Vec<
 
 /// Decodes one framed block into its events, in order.
 pub fn decode_block_events(frame: &[u8], object: &str) -> Result<Vec<Event>, Error> {
-    let err = |why: String| Error::Corrupt(format!("{object}: block: {why}"));
+    let raw = unframe(frame, object, "block")?;
+    decode_payload(&raw).map_err(|e| Error::Corrupt(format!("{object}: block: {e}")))
+}
+
+/// Frames `raw` (blocks and index pages alike): the 13-byte header, then
+/// the payload, compressed unless that does not make it smaller.
+pub(crate) fn frame(raw: &[u8], codec: Codec, zstd_level: i32) -> Result<Vec<u8>, Error> {
+    if raw.len() > MAX_BLOCK_DECODED as usize {
+        return Err(Error::Invalid(format!("a frame of {} bytes exceeds {MAX_BLOCK_DECODED}", raw.len())));
+    }
+    let compressed = match codec {
+        Codec::None => None,
+        Codec::Lz4 => Some(lz4_flex::block::compress(raw)),
+        Codec::Zstd => Some(zstd::bulk::compress(raw, zstd_level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?),
+    };
+    let (codec, stored) = match &compressed {
+        Some(c) if c.len() < raw.len() => (codec, c.as_slice()),
+        _ => (Codec::None, raw),
+    };
+    let mut out = Vec::with_capacity(BLOCK_HEADER_LEN + stored.len());
+    out.push(codec as u8);
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), stored);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(stored);
+    Ok(out)
+}
+
+/// Checks a frame (lengths, CRC32C, codec) and returns its decoded payload.
+pub(crate) fn unframe<'a>(frame: &'a [u8], object: &str, what: &str) -> Result<std::borrow::Cow<'a, [u8]>, Error> {
+    let err = |why: String| Error::Corrupt(format!("{object}: {what}: {why}"));
     if frame.len() < BLOCK_HEADER_LEN {
         return Err(err("truncated header".into()));
     }
@@ -201,17 +217,13 @@ pub fn decode_block_events(frame: &[u8], object: &str) -> Result<Vec<Event>, Err
     }
     let raw: std::borrow::Cow<[u8]> = match codec {
         Codec::None => stored.into(),
-        Codec::Lz4 => lz4_flex::block::decompress(stored, decoded_len as usize)
-            .map_err(|e| err(format!("lz4: {e}")))?
-            .into(),
-        Codec::Zstd => zstd::bulk::decompress(stored, decoded_len as usize)
-            .map_err(|e| err(format!("zstd: {e}")))?
-            .into(),
+        Codec::Lz4 => lz4_flex::block::decompress(stored, decoded_len as usize).map_err(|e| err(format!("lz4: {e}")))?.into(),
+        Codec::Zstd => zstd::bulk::decompress(stored, decoded_len as usize).map_err(|e| err(format!("zstd: {e}")))?.into(),
     };
     if raw.len() != decoded_len as usize {
         return Err(err("decoded length mismatch".into()));
     }
-    decode_payload(&raw).map_err(|e| err(e.to_string()))
+    Ok(raw)
 }
 
 fn decode_payload(raw: &[u8]) -> Result<Vec<Event>, Error> {

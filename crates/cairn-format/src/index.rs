@@ -13,10 +13,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::block::{Codec, BLOCK_HEADER_LEN, MAX_BLOCK_DECODED};
+use crate::block::{frame, unframe, Codec};
 use crate::bloom::{Bloom, BloomHash};
-use crate::codec::le_u32;
-use crate::segment::{split_tail, Footer, MAX_FOOTER_LEN, TRAILER_LEN};
+use crate::segment::{encode_tail, split_tail, Footer};
 use crate::Error;
 
 pub const INDEX_MAGIC: &[u8; 8] = b"CAIRNIDX";
@@ -235,7 +234,7 @@ impl IndexBuilder {
                 return Ok(());
             }
             let raw = postcard::to_stdvec(&*page).map_err(|e| Error::Invalid(format!("index page: {e}")))?;
-            let frame = frame_page(&raw, codec, zstd_level)?;
+            let frame = frame(&raw, codec, zstd_level)?;
             pages.push(PageMeta {
                 first: page[0].name.clone(),
                 last: page[page.len() - 1].name.clone(),
@@ -257,40 +256,12 @@ impl IndexBuilder {
         flush(&mut page, &mut bytes)?;
         let footer = IndexFooter { first_seq, end_seq, segments: self.segments, pages, stream_filter, stream_count };
         let footer_offset = bytes.len() as u64;
-        let mut body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("index footer: {e}")))?;
-        if body.len() > MAX_FOOTER_LEN as usize {
-            return Err(Error::Invalid("index footer too large".into()));
-        }
-        let len = body.len() as u32;
-        let crc = crc32c::crc32c(&body);
-        body.extend_from_slice(INDEX_MAGIC);
-        body.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        body.extend_from_slice(&len.to_le_bytes());
-        body.extend_from_slice(&crc.to_le_bytes());
-        body.extend_from_slice(&0u32.to_le_bytes());
-        body.extend_from_slice(&footer_offset.to_le_bytes());
+        let body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("index footer: {e}")))?;
+        let body = encode_tail(body, INDEX_MAGIC, INDEX_VERSION, 0, footer_offset)?;
         let footer_len = body.len() as u32;
-        debug_assert_eq!(footer_len as usize, len as usize + TRAILER_LEN);
         bytes.extend_from_slice(&body);
         Ok(EncodedIndex { bytes, footer_offset, footer_len, footer })
     }
-}
-
-fn frame_page(raw: &[u8], codec: Codec, level: i32) -> Result<Vec<u8>, Error> {
-    let stored = match codec {
-        Codec::None => raw.to_vec(),
-        Codec::Lz4 => lz4_flex::block::compress(raw),
-        Codec::Zstd => zstd::bulk::compress(raw, level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?,
-    };
-    let (codec, stored) = if stored.len() >= raw.len() { (Codec::None, raw.to_vec()) } else { (codec, stored) };
-    let mut out = Vec::with_capacity(BLOCK_HEADER_LEN + stored.len());
-    out.push(codec as u8);
-    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), &stored);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&stored);
-    Ok(out)
 }
 
 /// Decodes an index footer from `tail` (footer + trailer).
@@ -307,27 +278,7 @@ pub fn decode_index_footer(tail: &[u8], footer_offset: Option<u64>, object: &str
 /// Decodes one page of an index object.
 pub fn decode_page(frame: &[u8], object: &str) -> Result<Vec<StreamRuns>, Error> {
     let err = |why: String| Error::Corrupt(format!("{object}: index page: {why}"));
-    if frame.len() < BLOCK_HEADER_LEN {
-        return Err(err("truncated".into()));
-    }
-    let decoded_len = le_u32(frame, 1);
-    let stored_len = le_u32(frame, 5) as usize;
-    if frame.len() != BLOCK_HEADER_LEN + stored_len {
-        return Err(err("length mismatch".into()));
-    }
-    let stored = &frame[BLOCK_HEADER_LEN..];
-    if crc32c::crc32c_append(crc32c::crc32c(&frame[..9]), stored) != le_u32(frame, 9) {
-        return Err(err("checksum mismatch".into()));
-    }
-    if decoded_len > MAX_BLOCK_DECODED {
-        return Err(err("decoded length too large".into()));
-    }
-    let raw: Vec<u8> = match frame[0] {
-        0 => stored.to_vec(),
-        1 => lz4_flex::block::decompress(stored, decoded_len as usize).map_err(|e| err(format!("lz4: {e}")))?,
-        2 => zstd::bulk::decompress(stored, decoded_len as usize).map_err(|e| err(format!("zstd: {e}")))?,
-        c => return Err(err(format!("unknown codec {c}"))),
-    };
+    let raw = unframe(frame, object, "index page")?;
     let page: Vec<StreamRuns> = postcard::from_bytes(&raw).map_err(|e| err(e.to_string()))?;
     for w in page.windows(2) {
         if w[0].name >= w[1].name {

@@ -284,19 +284,24 @@ pub fn encode_segment(events: &[Event], opts: &EncodeOptions) -> Result<EncodedS
 
 /// Footer and trailer bytes for a footer placed at `footer_offset`.
 pub fn encode_footer(footer: &Footer, footer_offset: u64) -> Result<Vec<u8>, Error> {
-    let mut out = postcard::to_stdvec(footer).map_err(|e| Error::Invalid(format!("footer: {e}")))?;
-    if out.len() > MAX_FOOTER_LEN as usize {
-        return Err(Error::Invalid(format!("footer of {} bytes is too large", out.len())));
+    let body = postcard::to_stdvec(footer).map_err(|e| Error::Invalid(format!("footer: {e}")))?;
+    encode_tail(body, SEGMENT_MAGIC, SEGMENT_VERSION, footer.event_count, footer_offset)
+}
+
+/// Appends the 32-byte trailer to a footer body (segments and index objects).
+pub(crate) fn encode_tail(mut body: Vec<u8>, magic: &[u8; 8], version: u32, event_count: u32, footer_offset: u64) -> Result<Vec<u8>, Error> {
+    if body.len() > MAX_FOOTER_LEN as usize {
+        return Err(Error::Invalid(format!("footer of {} bytes is too large", body.len())));
     }
-    let len = out.len() as u32;
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(SEGMENT_MAGIC);
-    out.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&footer.event_count.to_le_bytes());
-    out.extend_from_slice(&footer_offset.to_le_bytes());
-    Ok(out)
+    let len = body.len() as u32;
+    let crc = crc32c::crc32c(&body);
+    body.extend_from_slice(magic);
+    body.extend_from_slice(&version.to_le_bytes());
+    body.extend_from_slice(&len.to_le_bytes());
+    body.extend_from_slice(&crc.to_le_bytes());
+    body.extend_from_slice(&event_count.to_le_bytes());
+    body.extend_from_slice(&footer_offset.to_le_bytes());
+    Ok(body)
 }
 
 /// What a trailer says.
