@@ -101,10 +101,10 @@ async fn stores_routes(local: bool) {
     let (s, v) = n.put("/v1/stores/Not_Valid").await;
     assert_eq!((s, code(&v)), (400, "invalid_store_name"));
     // Raw requests, so no client normalises the dots away.
-    for target in ["/v1/stores/..", "/v1/stores/%2e%2e", "/v1/stores/a%2F..%2Fb", "/v1/stores/%00"] {
+    for target in ["/v1/stores/..", "/v1/stores/%2e%2e", "/v1/stores/a%2F..%2Fb", "/v1/stores/%00", "/v1/stores/sales/docs/..", "/v1/stores/sales/docs/%2e%2e%2fx"] {
         let (s, body) = n.raw(&format!("PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
         assert_eq!(s, 400, "{target}: {body}");
-        assert!(body.contains("invalid_store_name"), "{target}: {body}");
+        assert!(body.contains("invalid_store_name") || body.contains("invalid_doc_key"), "{target}: {body}");
     }
     let (s, v) = n.get("/v1/stores").await;
     assert_eq!((s, v), (200, json!({"stores": [{"name": "sales"}]})));
@@ -392,4 +392,51 @@ async fn docs_with_etags(local: bool) {
         let (s, v) = n.send(req).await;
         assert_eq!((s, code(&v)), (status, c), "{v}");
     }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_cheap_freed_on_disconnect_and_tails_beat() {
+    let n = Arc::new(start_cfg(false, ServerConfig { heartbeat: Duration::from_millis(200), ..ServerConfig::default() }).await);
+    n.put("/v1/stores/s").await;
+    let scrape = || async { n.http.get(n.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    // 300 long-polls on one store: one poller, not 300.
+    let mut polls = Vec::new();
+    for _ in 0..300 {
+        let n = n.clone();
+        polls.push(tokio::spawn(async move { n.get("/v1/stores/s/events?from=0&wait=8").await.0 }));
+    }
+    let t = Instant::now();
+    let before = loop {
+        let m = scrape().await;
+        if metric(&m, "cairn_long_poll_waiters ") == 300.0 || t.elapsed() > Duration::from_secs(5) {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(metric(&before, "cairn_long_poll_waiters "), 300.0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = scrape().await;
+    let gets = metric(&after, "cairn_object_store_requests_total{op=\"get\",outcome=\"not_found\"}") - metric(&before, "cairn_object_store_requests_total{op=\"get\",outcome=\"not_found\"}");
+    assert!(gets <= 15.0, "{gets} GETs in a second for 300 waiters");
+    for p in polls {
+        assert_eq!(p.await.unwrap(), 200);
+    }
+    // A client that goes away frees its waiter.
+    let quick = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    assert!(quick.get(n.url("/v1/stores/s/events?from=0&wait=20")).send().await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&scrape().await, "cairn_long_poll_waiters "), 0.0);
+    // A live tail sends a heartbeat comment while nothing happens.
+    let resp = n.http.get(n.url("/v1/stores/s/events")).header("accept", "text/event-stream").send().await.unwrap();
+    let mut body = resp.bytes_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.starts_with(':') && text.contains("heartbeat"), "{chunk:?}");
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&scrape().await, "cairn_long_poll_waiters "), 0.0, "a closed tail frees its slot");
 }
