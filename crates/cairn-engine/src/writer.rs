@@ -574,12 +574,15 @@ impl Writer {
         if by_position && hits.iter().any(Option::is_none) {
             for (si, s) in streams.iter().enumerate() {
                 let from = match batch.expected.iter().find(|(n, _)| n == s).map(|(_, e)| *e) {
-                    Some(Expectation::Exact(n)) => n + 1,
+                    Some(Expectation::Exact(n)) => match n.checked_add(1) {
+                        Some(f) => f,
+                        None => continue,
+                    },
                     Some(Expectation::NoStream) => 0,
                     _ => continue,
                 };
                 let n = batch.events.iter().filter(|e| &e.stream == s).count() as u64;
-                if cur[si].is_none_or(|h| h + 1 < from + n) {
+                if cur[si].is_none_or(|h| h.saturating_add(1) < from.saturating_add(n)) {
                     continue;
                 }
                 let stored = reader::stream_events(&self.store, &self.view, s, from, n as usize).await?;

@@ -261,8 +261,8 @@ fn read_params(q: Result<Query<ReadParams>, QueryRejection>, headers: &HeaderMap
     if format == Format::Sse {
         if let Some(id) = headers.get("last-event-id") {
             let id = id.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
-            let id = id.ok_or_else(|| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a seq"))?;
-            from = Some(id + 1);
+            let id = id.and_then(|i| i.checked_add(1)).ok_or_else(|| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a seq"))?;
+            from = Some(id);
         }
     }
     Ok(Read { from, limit, backward, wait: Duration::from_secs(wait), tag, format })

@@ -223,6 +223,9 @@ async fn bad_input_changes_nothing(local: bool) {
         (n.http.get(n.url("/v1/stores/s/events?direction=backward")), 400, "invalid_query"),
         (n.http.get(n.url("/v1/nothing-here")), 404, "not_found"),
         (n.http.patch(n.url("/v1/stores/s")), 405, "method_not_allowed"),
+        (n.http.get(n.url("/v1/stores/s/events")).header("accept", "text/event-stream").header("last-event-id", "18446744073709551615"), 400, "invalid_last_event_id"),
+        (n.http.get(n.url("/v1/stores/s/events")).header("accept", "text/event-stream").header("last-event-id", "abc"), 400, "invalid_last_event_id"),
+        (n.http.get(n.url("/v1/stores/s/events?from=18446744073709551615")), 400, "position_beyond_end"),
     ];
     for (i, (req, status, want)) in cases.into_iter().enumerate() {
         let (s, v) = n.send(req).await;
