@@ -46,13 +46,13 @@ fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     })
 }
 
-#[utoipa::path(get, path = "/stores", responses((status = 200, description = "the stores", body = crate::openapi::StoreList)))]
+#[utoipa::path(get, path = "/stores", responses((status = 503, description = "storage unavailable", body = crate::openapi::ErrorBody), (status = 200, description = "the stores", body = crate::openapi::StoreList)))]
 pub(crate) async fn list_stores(State(s): State<AppState>) -> ApiResult<Json<Value>> {
     let names = s.engine.list_stores().await?;
     Ok(Json(json!({ "stores": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>() })))
 }
 
-#[utoipa::path(put, path = "/stores/{store}", params(("store" = String, Path, description = "^[a-z0-9][a-z0-9-]{0,62}$")), responses((status = 201, description = "created", body = crate::openapi::StoreInfo), (status = 200, description = "existed", body = crate::openapi::StoreInfo), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(put, path = "/stores/{store}", params(("store" = String, Path, description = "^[a-z0-9][a-z0-9-]{0,62}$")), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 201, description = "created", body = crate::openapi::StoreInfo), (status = 200, description = "existed", body = crate::openapi::StoreInfo), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn create_store(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
     let name = path(p)?;
     let status = match s.engine.create_store(&name).await? {
@@ -70,13 +70,13 @@ fn info_json(i: &cairn_engine::StoreInfo) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/stores/{store}", params(("store" = String, Path)), responses((status = 200, description = "store info", body = crate::openapi::StoreInfo), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/stores/{store}", params(("store" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 200, description = "store info", body = crate::openapi::StoreInfo), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn store_info(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<Json<Value>> {
     let name = path(p)?;
     Ok(Json(info_json(&s.engine.store_info(&name).await?)))
 }
 
-#[utoipa::path(delete, path = "/stores/{store}", params(("store" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/stores/{store}", params(("store" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 204, description = "deleted"), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn delete_store(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<StatusCode> {
     let name = path(p)?;
     s.engine.delete_store(&name).await?;
@@ -145,7 +145,7 @@ pub(crate) async fn append_one(
     })))
 }
 
-#[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream) or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream) or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append_many(
     State(s): State<AppState>,
     p: Result<Path<String>, PathRejection>,
@@ -379,7 +379,7 @@ impl Drop for WaiterSlot {
     }
 }
 
-#[utoipa::path(get, path = "/stores/{store}/events", params(("store" = String, Path), ("from" = Option<u64>, Query, description = "seq"), ("limit" = Option<u64>, Query), ("wait" = Option<u64>, Query, description = "long-poll seconds, at most 30"), ("tag" = Option<String>, Query, description = "KEY:VALUE")), responses((status = 200, description = "NDJSON by default (last line {\"next\":N}); application/json; or text/event-stream (live tail, id = seq, Last-Event-ID)", body = crate::openapi::ReadAnswer), (status = 400, description = "bad query or position_beyond_end", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/stores/{store}/events", params(("store" = String, Path), ("from" = Option<u64>, Query, description = "seq"), ("limit" = Option<u64>, Query), ("wait" = Option<u64>, Query, description = "long-poll seconds, at most 30"), ("tag" = Option<String>, Query, description = "KEY:VALUE")), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "NDJSON by default (last line {\"next\":N}); application/json; or text/event-stream (live tail, id = seq, Last-Event-ID)", body = crate::openapi::ReadAnswer), (status = 400, description = "bad query or position_beyond_end", body = crate::openapi::ErrorBody), (status = 429, description = "too_many_waiters", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn read_store(
     State(s): State<AppState>,
     p: Result<Path<String>, PathRejection>,
@@ -413,7 +413,7 @@ pub(crate) async fn read_store(
     }
 }
 
-#[utoipa::path(get, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("from" = Option<u64>, Query, description = "revision"), ("limit" = Option<u64>, Query), ("direction" = Option<String>, Query, description = "forward | backward"), ("wait" = Option<u64>, Query), ("tag" = Option<String>, Query)), responses((status = 200, description = "NDJSON, JSON or SSE as for the store; an unknown stream gives no events", body = crate::openapi::ReadAnswer), (status = 400, description = "bad query", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("from" = Option<u64>, Query, description = "revision"), ("limit" = Option<u64>, Query), ("direction" = Option<String>, Query, description = "forward | backward"), ("wait" = Option<u64>, Query), ("tag" = Option<String>, Query)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "NDJSON, JSON or SSE as for the store; an unknown stream gives no events", body = crate::openapi::ReadAnswer), (status = 400, description = "bad query", body = crate::openapi::ErrorBody), (status = 429, description = "too_many_waiters", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn read_stream(
     State(s): State<AppState>,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -464,7 +464,7 @@ pub(crate) async fn read_stream(
     }
 }
 
-#[utoipa::path(get, path = "/stores/{store}/streams/{stream}", params(("store" = String, Path), ("stream" = String, Path)), responses((status = 200, description = "the stream head (revision null when empty)", body = crate::openapi::StreamHead)))]
+#[utoipa::path(get, path = "/stores/{store}/streams/{stream}", params(("store" = String, Path), ("stream" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 200, description = "the stream head (revision null when empty)", body = crate::openapi::StreamHead)))]
 pub(crate) async fn stream_head(State(s): State<AppState>, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult<Json<Value>> {
     let (store, stream) = path(p)?;
     check_store(&store)?;
@@ -588,7 +588,7 @@ fn quoted(etag: &str) -> String {
     format!("\"{etag}\"")
 }
 
-#[utoipa::path(put, path = "/stores/{store}/docs/{key}", params(("store" = String, Path), ("key" = String, Path, description = "^[A-Za-z0-9._-]{1,200}$"), ("If-Match" = Option<String>, Header), ("If-None-Match" = Option<String>, Header, description = "*")), request_body(content = Vec<u8>, description = "any bytes; Content-Type is kept"), responses((status = 201, description = "created; ETag header", body = crate::openapi::DocWritten), (status = 200, description = "updated; ETag header", body = crate::openapi::DocWritten), (status = 412, description = "precondition_failed", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(put, path = "/stores/{store}/docs/{key}", params(("store" = String, Path), ("key" = String, Path, description = "^[A-Za-z0-9._-]{1,200}$"), ("If-Match" = Option<String>, Header), ("If-None-Match" = Option<String>, Header, description = "*")), request_body(content = Vec<u8>, description = "any bytes; Content-Type is kept"), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 201, description = "created; ETag header", body = crate::openapi::DocWritten), (status = 200, description = "updated; ETag header", body = crate::openapi::DocWritten), (status = 412, description = "precondition_failed", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn put_doc(
     State(s): State<AppState>,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -622,7 +622,7 @@ pub(crate) async fn put_doc(
     Ok((status, [(header::ETAG, quoted(&w.etag))], Json(json!({ "key": key, "etag": w.etag }))).into_response())
 }
 
-#[utoipa::path(get, path = "/stores/{store}/docs/{key}", params(("store" = String, Path), ("key" = String, Path)), responses((status = 200, description = "the doc, with ETag and its Content-Type"), (status = 404, description = "doc_not_found", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/stores/{store}/docs/{key}", params(("store" = String, Path), ("key" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 200, description = "the doc, with ETag and its Content-Type"), (status = 404, description = "doc_not_found", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn get_doc(State(s): State<AppState>, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult<Response> {
     let (store, key) = path(p)?;
     check_store(&store)?;
@@ -631,7 +631,7 @@ pub(crate) async fn get_doc(State(s): State<AppState>, p: Result<Path<(String, S
     Ok(([(header::ETAG, quoted(&d.etag)), (header::CONTENT_TYPE, ct)], d.body).into_response())
 }
 
-#[utoipa::path(delete, path = "/stores/{store}/docs/{key}", params(("store" = String, Path), ("key" = String, Path), ("If-Match" = Option<String>, Header)), responses((status = 204, description = "deleted"), (status = 404, description = "doc_not_found", body = crate::openapi::ErrorBody), (status = 412, description = "precondition_failed", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/stores/{store}/docs/{key}", params(("store" = String, Path), ("key" = String, Path), ("If-Match" = Option<String>, Header)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 204, description = "deleted"), (status = 404, description = "doc_not_found", body = crate::openapi::ErrorBody), (status = 412, description = "precondition_failed", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn delete_doc(State(s): State<AppState>, p: Result<Path<(String, String)>, PathRejection>, headers: HeaderMap) -> ApiResult<StatusCode> {
     let (store, key) = path(p)?;
     check_store(&store)?;
