@@ -160,6 +160,32 @@ pub(crate) async fn find_ids(store: &Store, m: &Manifest, gaps: &[(u64, u64)], i
     Ok(found)
 }
 
+/// Events of a store scan, left in the blocks they were decoded into.
+pub struct Chunk {
+    base: u64,
+    blocks: Vec<Arc<Block>>,
+    /// Seqs `lo..hi`, filtered by `tag`.
+    lo: u64,
+    hi: u64,
+    tag: Option<(String, String)>,
+}
+
+impl Chunk {
+    /// (seq, event), in seq order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Event)> {
+        let (base, lo, hi) = (self.base, self.lo, self.hi);
+        self.blocks
+            .iter()
+            .flat_map(|b| b.iter())
+            .map(move |(index, e)| (base + u64::from(index), e))
+            .filter(move |(seq, e)| *seq >= lo && *seq < hi && has_tag(e, &self.tag))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
 /// A range GET over adjacent blocks of one segment.
 struct Unit {
     seg: SegmentRef,
@@ -309,6 +335,12 @@ impl StoreScan {
     /// The next events, or `None` at the end (of the store as it was when
     /// the read started, of the limit, or of the tag scan budget).
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<ReadEvent>>, ReadError> {
+        Ok(self.next_view().await?.map(|c| c.iter().map(|(seq, e)| ReadEvent { seq, event: e.clone() }).collect()))
+    }
+
+    /// Like [`StoreScan::next_chunk`], without copying: the events stay in
+    /// the decoded (often cached) blocks they were read from.
+    pub async fn next_view(&mut self) -> Result<Option<Chunk>, ReadError> {
         loop {
             if self.left == 0 {
                 return Ok(None);
@@ -343,7 +375,7 @@ impl StoreScan {
                     Ok(true) => {
                         if self.pos != before && self.units.is_empty() {
                             // A skipped segment: report progress.
-                            return Ok(Some(Vec::new()));
+                            return Ok(Some(Chunk { base: 0, blocks: Vec::new(), lo: 0, hi: 0, tag: None }));
                         }
                     }
                     Ok(false) => break,
@@ -369,7 +401,9 @@ impl StoreScan {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let mut out = Vec::with_capacity(if self.tag.is_some() { 0 } else { blocks.iter().map(|b| b.len()).sum::<usize>().min(self.left) });
+            // Only counts here: which seqs the chunk holds.
+            let lo = self.pos;
+            let mut hi = self.end.min(unit_end.max(self.pos));
             let mut last = None;
             'blocks: for b in &blocks {
                 if self.tag.is_some() {
@@ -377,21 +411,21 @@ impl StoreScan {
                 }
                 for (index, e) in b.iter() {
                     let seq = base + u64::from(index);
-                    if seq < self.pos || seq >= self.end {
+                    if seq < lo || seq >= self.end {
                         continue;
                     }
                     if has_tag(e, &self.tag) {
-                        out.push(ReadEvent { seq, event: e.clone() });
                         last = Some(seq);
                         self.left -= 1;
                         if self.left == 0 {
+                            hi = seq + 1;
                             break 'blocks;
                         }
                     }
                 }
             }
             self.pos = if self.left == 0 { last.map_or(self.pos, |s| s + 1) } else { unit_end.max(self.pos) };
-            return Ok(Some(out));
+            return Ok(Some(Chunk { base, blocks, lo, hi, tag: self.tag.clone() }));
         }
     }
 

@@ -278,24 +278,18 @@ where
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn lines(events: &[ReadEvent]) -> Bytes {
-    let mut buf = Vec::with_capacity(events.len() * 160);
-    for e in events {
-        write_event(&mut buf, e.seq, &e.event);
-        buf.push(b'\n');
-    }
-    Bytes::from(buf)
-}
 
 /// A scan that can be streamed: the store's or a stream's.
 trait Scan: Send + 'static {
-    fn chunk(&mut self) -> impl std::future::Future<Output = Result<Option<Vec<ReadEvent>>, cairn_engine::ReadError>> + Send;
+    /// Hands the next events to `f`; `None` at the end.
+    fn chunk_into(&mut self, f: &mut (dyn FnMut(u64, &cairn_engine::Event) + Send)) -> impl std::future::Future<Output = Result<Option<()>, cairn_engine::ReadError>> + Send;
     fn next_json(&self) -> Value;
 }
 
 impl Scan for cairn_engine::StoreScan {
-    async fn chunk(&mut self) -> Result<Option<Vec<ReadEvent>>, cairn_engine::ReadError> {
-        self.next_chunk().await
+    // Serialised straight from the decoded blocks: no copy of the events.
+    async fn chunk_into(&mut self, f: &mut (dyn FnMut(u64, &cairn_engine::Event) + Send)) -> Result<Option<()>, cairn_engine::ReadError> {
+        Ok(self.next_view().await?.map(|c| c.iter().for_each(|(seq, e)| f(seq, e))))
     }
     fn next_json(&self) -> Value {
         Value::from(self.next())
@@ -303,8 +297,8 @@ impl Scan for cairn_engine::StoreScan {
 }
 
 impl Scan for cairn_engine::StreamScan {
-    async fn chunk(&mut self) -> Result<Option<Vec<ReadEvent>>, cairn_engine::ReadError> {
-        self.next_chunk().await
+    async fn chunk_into(&mut self, f: &mut (dyn FnMut(u64, &cairn_engine::Event) + Send)) -> Result<Option<()>, cairn_engine::ReadError> {
+        Ok(self.next_chunk().await?.map(|c| c.iter().for_each(|r| f(r.seq, &r.event))))
     }
     fn next_json(&self) -> Value {
         json!(self.next())
@@ -324,9 +318,16 @@ fn stream_ndjson<S: Scan>(scan: S) -> Response {
     let body = futures::stream::unfold(Step::Go(scan), |step| async move {
         match step {
             Step::Go(mut scan) => loop {
-                match scan.chunk().await {
-                    Ok(Some(c)) if c.is_empty() => continue,
-                    Ok(Some(c)) => return Some((Ok(lines(&c)), Step::Go(scan))),
+                let mut buf = Vec::new();
+                let got = scan
+                    .chunk_into(&mut |seq, e| {
+                        write_event(&mut buf, seq, e);
+                        buf.push(b'\n');
+                    })
+                    .await;
+                match got {
+                    Ok(Some(())) if buf.is_empty() => continue,
+                    Ok(Some(())) => return Some((Ok(Bytes::from(buf)), Step::Go(scan))),
                     Ok(None) => {
                         let last = format!("{}\n", json!({ "next": scan.next_json() }));
                         return Some((Ok(Bytes::from(last)), Step::Done));
@@ -347,15 +348,17 @@ fn stream_ndjson<S: Scan>(scan: S) -> Response {
 async fn json_answer<S: Scan>(mut scan: S) -> ApiResult<Response> {
     let mut buf = Vec::from(&b"{\"events\":["[..]);
     let mut first = true;
-    while let Some(c) = scan.chunk().await? {
-        for e in &c {
+    while scan
+        .chunk_into(&mut |seq, e| {
             if !first {
                 buf.push(b',');
             }
             first = false;
-            write_event(&mut buf, e.seq, &e.event);
-        }
-    }
+            write_event(&mut buf, seq, e);
+        })
+        .await?
+        .is_some()
+    {}
     buf.extend_from_slice(format!("],\"next\":{}}}", scan.next_json()).as_bytes());
     Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
 }
