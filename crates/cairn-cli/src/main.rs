@@ -87,7 +87,8 @@ fn open_storage(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
 /// Refuses a backend that does not honour create-if-absent: every commit
 /// depends on it.
 async fn probe_create_if_absent(store: &Arc<dyn ObjectStore>) -> anyhow::Result<()> {
-    let path = object_store::path::Path::from(format!("_cairn_probe/{}", std::process::id()));
+    // At the top, not in a folder: nothing is left behind on local disk.
+    let path = object_store::path::Path::from(format!("_cairn_probe_{}", std::process::id()));
     let opts = || PutOptions { mode: PutMode::Create, ..Default::default() };
     let _ = store.delete(&path).await;
     store.put_opts(&path, PutPayload::from_static(b"1"), opts()).await.context("the storage refused a first create-if-absent")?;
