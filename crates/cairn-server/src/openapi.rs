@@ -61,8 +61,10 @@ pub struct StoreList {
 #[derive(Serialize, ToSchema)]
 pub struct EventIn {
     /// On the many-stream route; on the one-stream route absent or the path's.
+    #[schema(min_length = 1, max_length = 256)]
     pub stream: Option<String>,
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 256)]
     pub event_type: String,
     /// Any JSON (default null).
     #[schema(value_type = Object)]
@@ -71,6 +73,7 @@ pub struct EventIn {
     pub data_b64: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     /// Makes the append idempotent: all events of a batch have ids, or none.
+    #[schema(format = "uuid")]
     pub id: Option<String>,
     /// Milliseconds since the epoch (default: the node's clock).
     pub timestamp: Option<i64>,
@@ -79,6 +82,7 @@ pub struct EventIn {
 /// A JSON array of events, or this object.
 #[derive(Serialize, ToSchema)]
 pub struct AppendBody {
+    #[schema(min_items = 1)]
     pub events: Vec<EventIn>,
     /// One stream: `any | no_stream | stream_exists | N`; many streams: a map
     /// from stream to that.
