@@ -338,6 +338,8 @@ impl Writer {
             let create = async {
                 let r = committer.create_resolved(&next, bytes, &seg_name, deadline).await;
                 if matches!(r, Resolved::Committed) {
+                    // Readers and long-polls on this node see it at once.
+                    committer.store.publish(Arc::new(next.clone()));
                     answer_all(&mut senders, &outcomes, same_as);
                 }
                 (r, committer.known, senders)
