@@ -18,6 +18,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+// Answers are built from the OpenAPI schemas themselves, so the document
+// cannot drift from what is sent.
+use crate::openapi as api;
 use crate::wire::{parse_append, parse_expectation, parse_expectation_str, write_event};
 use crate::AppState;
 
@@ -47,9 +50,9 @@ fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
 }
 
 #[utoipa::path(get, path = "/stores", responses((status = 503, description = "storage unavailable", body = crate::openapi::ErrorBody), (status = 200, description = "the stores", body = crate::openapi::StoreList)))]
-pub(crate) async fn list_stores(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list_stores(State(s): State<AppState>) -> ApiResult<Json<api::StoreList>> {
     let names = s.engine.list_stores().await?;
-    Ok(Json(json!({ "stores": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>() })))
+    Ok(Json(api::StoreList { stores: names.into_iter().map(|name| api::StoreName { name }).collect() }))
 }
 
 #[utoipa::path(put, path = "/stores/{store}", params(("store" = String, Path, description = "^[a-z0-9][a-z0-9-]{0,62}$")), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 201, description = "created", body = crate::openapi::StoreInfo), (status = 200, description = "existed", body = crate::openapi::StoreInfo), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
@@ -60,20 +63,26 @@ pub(crate) async fn create_store(State(s): State<AppState>, p: Result<Path<Strin
         CreateStore::Existed => StatusCode::OK,
     };
     let info = s.engine.store_info(&name).await?;
-    Ok((status, Json(info_json(&info))).into_response())
+    Ok((status, Json(info_json(info))).into_response())
 }
 
-fn info_json(i: &cairn_engine::StoreInfo) -> Value {
-    json!({
-        "name": i.name, "incarnation": i.incarnation, "next_seq": i.next_seq, "version": i.version,
-        "idempotency_window": i.idempotency_window, "segments": i.segments, "index_objects": i.index_objects, "last_ts": i.last_ts,
-    })
+fn info_json(i: cairn_engine::StoreInfo) -> api::StoreInfo {
+    api::StoreInfo {
+        name: i.name,
+        incarnation: i.incarnation,
+        next_seq: i.next_seq,
+        version: i.version,
+        idempotency_window: i.idempotency_window,
+        segments: i.segments as u64,
+        index_objects: i.index_objects as u64,
+        last_ts: i.last_ts,
+    }
 }
 
 #[utoipa::path(get, path = "/stores/{store}", params(("store" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 200, description = "store info", body = crate::openapi::StoreInfo), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn store_info(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<Json<Value>> {
+pub(crate) async fn store_info(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<Json<api::StoreInfo>> {
     let name = path(p)?;
-    Ok(Json(info_json(&s.engine.store_info(&name).await?)))
+    Ok(Json(info_json(s.engine.store_info(&name).await?)))
 }
 
 #[utoipa::path(delete, path = "/stores/{store}", params(("store" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 204, description = "deleted"), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
@@ -109,7 +118,7 @@ pub(crate) async fn append_one(
     p: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::AppendedOne>> {
     let (store, stream) = path(p)?;
     check_store(&store)?;
     check_stream(&stream)?;
@@ -139,10 +148,13 @@ pub(crate) async fn append_one(
     let o = s.engine.append(&store, batch).await?;
     s.metrics.appended(n, bytes, o.deduplicated);
     let r = &o.streams[0];
-    Ok(Json(json!({
-        "first_seq": o.first_seq, "last_seq": o.last_seq,
-        "first_revision": r.first_revision, "last_revision": r.last_revision, "deduplicated": o.deduplicated,
-    })))
+    Ok(Json(api::AppendedOne {
+        first_seq: o.first_seq,
+        last_seq: o.last_seq,
+        first_revision: r.first_revision,
+        last_revision: r.last_revision,
+        deduplicated: o.deduplicated,
+    }))
 }
 
 #[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream) or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
@@ -151,7 +163,7 @@ pub(crate) async fn append_many(
     p: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::AppendedMany>> {
     let store = path(p)?;
     check_store(&store)?;
     let raw = body(b)?;
@@ -180,8 +192,8 @@ pub(crate) async fn append_many(
     let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
     let o = s.engine.append(&store, batch).await?;
     s.metrics.appended(n, bytes, o.deduplicated);
-    let streams: Vec<Value> = o.streams.iter().map(|r| json!({"stream": r.stream, "first_revision": r.first_revision, "last_revision": r.last_revision})).collect();
-    Ok(Json(json!({ "first_seq": o.first_seq, "last_seq": o.last_seq, "streams": streams, "deduplicated": o.deduplicated })))
+    let streams = o.streams.into_iter().map(|r| api::StreamRange { stream: r.stream, first_revision: r.first_revision, last_revision: r.last_revision }).collect();
+    Ok(Json(api::AppendedMany { first_seq: o.first_seq, last_seq: o.last_seq, streams, deduplicated: o.deduplicated }))
 }
 
 #[derive(Deserialize, Default)]
@@ -468,12 +480,12 @@ pub(crate) async fn read_stream(
 }
 
 #[utoipa::path(get, path = "/stores/{store}/streams/{stream}", params(("store" = String, Path), ("stream" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 200, description = "the stream head (revision null when empty)", body = crate::openapi::StreamHead)))]
-pub(crate) async fn stream_head(State(s): State<AppState>, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult<Json<Value>> {
+pub(crate) async fn stream_head(State(s): State<AppState>, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult<Json<api::StreamHead>> {
     let (store, stream) = path(p)?;
     check_store(&store)?;
     check_stream(&stream)?;
     let revision = s.engine.stream_head(&store, &stream).await?;
-    Ok(Json(json!({ "stream": stream, "revision": revision })))
+    Ok(Json(api::StreamHead { stream, revision }))
 }
 
 fn sse_event(e: &ReadEvent) -> SseEvent {
@@ -622,7 +634,7 @@ pub(crate) async fn put_doc(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let w = s.engine.put_doc(&store, &key, &body, content_type, cond).await.map_err(doc_error)?;
     let status = if w.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, [(header::ETAG, quoted(&w.etag))], Json(json!({ "key": key, "etag": w.etag }))).into_response())
+    Ok((status, [(header::ETAG, quoted(&w.etag))], Json(api::DocWritten { key, etag: w.etag })).into_response())
 }
 
 #[utoipa::path(get, path = "/stores/{store}/docs/{key}", params(("store" = String, Path), ("key" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 200, description = "the doc, with ETag and its Content-Type"), (status = 404, description = "doc_not_found", body = crate::openapi::ErrorBody)))]
