@@ -355,8 +355,8 @@ impl Writer {
                     let bytes: usize = prep.events.iter().map(|e| e.data.len()).sum();
                     self.store.shared.observer.commit(&self.store.paths.store, prep.events.len(), bytes, started.elapsed());
                     let mut prep = prep;
-                    let outcomes = self.after_commit(next, &mut prep, up, applied);
-                    self.answer_same(&mut reqs, &prep, &outcomes);
+                    // Every request was answered when the commit was known.
+                    self.after_commit(next, &mut prep, up, applied);
                     return;
                 }
                 Resolved::Conflict => {
@@ -676,7 +676,7 @@ impl Writer {
         (next, applied)
     }
 
-    fn after_commit(&mut self, next: Manifest, prep: &mut Prepared, up: Uploaded, applied: bool) -> Vec<(usize, AppendOutcome)> {
+    fn after_commit(&mut self, next: Manifest, prep: &mut Prepared, up: Uploaded, applied: bool) {
         let base = self.view.next_seq;
         let next = Arc::new(next);
         self.view = next.clone();
@@ -684,7 +684,6 @@ impl Writer {
         if applied {
             self.ready = None;
         }
-        let outcomes = outcomes_of(prep, base);
         for (_, _, ranges) in &prep.accepted {
             for r in ranges {
                 match self.heads.get_mut(&r.stream) {
@@ -713,7 +712,6 @@ impl Writer {
         }
         caches.put_footer(name, Arc::new(seg.footer));
         self.maybe_start_maintenance();
-        outcomes
     }
 
     fn maybe_start_maintenance(&mut self) {
