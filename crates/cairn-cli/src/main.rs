@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use cairn_engine::storage::{self, StorageOptions};
 use cairn_engine::EngineConfig;
 use cairn_server::{router, AppState, ServerConfig};
 use clap::{Parser, Subcommand, ValueEnum};
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Cairn: an event store on object storage")]
@@ -29,12 +29,77 @@ enum LogFormat {
     Json,
 }
 
+/// Cloud storage settings (each also read from its CAIRN_* variable).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Cloud storage")]
+struct Cloud {
+    /// S3-compatible endpoint (MinIO, SeaweedFS, R2, ...; path-style by
+    /// default), or an Azure blob endpoint.
+    #[arg(long, env = "CAIRN_STORAGE_ENDPOINT")]
+    storage_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long, env = "CAIRN_STORAGE_REGION")]
+    storage_region: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    #[arg(long, env = "CAIRN_STORAGE_ALLOW_HTTP")]
+    storage_allow_http: bool,
+    /// S3: virtual-hosted-style requests (https://bucket.endpoint/key).
+    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOSTED_STYLE")]
+    s3_virtual_hosted_style: bool,
+    /// Azure storage account (default: AZURE_STORAGE_ACCOUNT_NAME).
+    #[arg(long, env = "CAIRN_AZURE_ACCOUNT")]
+    azure_account: Option<String>,
+    /// Use the Azurite emulator (its address from AZURITE_BLOB_STORAGE_URL,
+    /// default http://127.0.0.1:10000).
+    #[arg(long, env = "CAIRN_AZURE_EMULATOR")]
+    azure_emulator: bool,
+    /// Any object_store setting, KEY=VALUE, repeatable or comma-separated:
+    /// aws_role_arn, aws_session_token, azure_storage_sas_key,
+    /// azure_federated_token_file, ... Prefer the AWS_*/AZURE_* variables
+    /// for secrets: flags show up in process listings.
+    #[arg(long, env = "CAIRN_STORAGE_OPTIONS", value_delimiter = ',', value_parser = key_value)]
+    storage_option: Vec<(String, String)>,
+    /// Seconds a single storage request may take before it is retried.
+    #[arg(long, env = "CAIRN_STORAGE_TIMEOUT_SECS", default_value_t = 30)]
+    storage_timeout_secs: u64,
+    /// Retries of a failed storage request (5xx, throttling, resets).
+    #[arg(long, env = "CAIRN_STORAGE_RETRIES", default_value_t = 4)]
+    storage_retries: usize,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_ascii_lowercase(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+impl Cloud {
+    fn options(&self) -> StorageOptions {
+        StorageOptions {
+            endpoint: self.storage_endpoint.clone(),
+            region: self.storage_region.clone(),
+            allow_http: self.storage_allow_http,
+            virtual_hosted_style: self.s3_virtual_hosted_style,
+            azure_account: self.azure_account.clone(),
+            azure_emulator: self.azure_emulator,
+            extra: self.storage_option.clone(),
+            request_timeout: Duration::from_secs(self.storage_timeout_secs),
+            max_retries: self.storage_retries,
+            ..StorageOptions::default()
+        }
+    }
+}
+
 #[derive(Parser)]
 struct Serve {
-    /// Where the stores live: a directory (or file:///path), or memory://
-    /// (s3:// and az:// come with the cloud backends).
+    /// Where the stores live: a directory (or file:///path), s3://bucket/prefix,
+    /// az://container/prefix, or memory:// (lost on exit). Cloud credentials
+    /// come from the usual AWS_* and AZURE_* variables (see docs/OPERATIONS.md).
     #[arg(long, env = "CAIRN_STORAGE", default_value = "./data")]
     storage: String,
+    #[command(flatten)]
+    cloud: Cloud,
     /// Address to listen on.
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
@@ -62,54 +127,25 @@ struct Serve {
     /// Long-polls and live tails held at once (429 past it).
     #[arg(long, env = "CAIRN_MAX_WAITERS", default_value_t = 10_000)]
     max_waiters: usize,
+    /// How often a node looks for commits of other nodes while someone
+    /// long-polls or tails a store (ms). Nobody waiting: no polling.
+    #[arg(long, env = "CAIRN_POLL_INTERVAL_MS", default_value_t = 200)]
+    poll_interval_ms: u64,
     /// Log format.
     #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
-fn open_storage(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    if url == "memory://" || url == "memory:" {
-        return Ok(Arc::new(object_store::memory::InMemory::new()));
-    }
-    if url.starts_with("s3://") || url.starts_with("az://") || url.starts_with("azure://") || url.starts_with("gs://") {
-        bail!("storage {url:?}: cloud backends are not built into this version yet; use a directory or memory://");
-    }
-    if url.contains("://") && !url.starts_with("file://") {
-        bail!("storage {url:?}: unknown scheme (use a directory, file:///path or memory://)");
-    }
-    let dir = url.strip_prefix("file://").unwrap_or(url);
-    // Acknowledged writes must survive a crash: fsync files and directories
-    // (and conditional doc updates, which LocalFileSystem lacks).
-    let fs = cairn_engine::local::LocalStore::new(dir).with_context(|| format!("cannot open {dir:?}"))?;
-    Ok(Arc::new(fs))
-}
-
-/// Refuses a backend that does not honour create-if-absent: every commit
-/// depends on it.
-async fn probe_create_if_absent(store: &Arc<dyn ObjectStore>) -> anyhow::Result<()> {
-    // At the top, not in a folder: nothing is left behind on local disk.
-    let path = object_store::path::Path::from(format!("_cairn_probe_{}", std::process::id()));
-    let opts = || PutOptions { mode: PutMode::Create, ..Default::default() };
-    let _ = store.delete(&path).await;
-    store.put_opts(&path, PutPayload::from_static(b"1"), opts()).await.context("the storage refused a first create-if-absent")?;
-    match store.put_opts(&path, PutPayload::from_static(b"2"), opts()).await {
-        Err(object_store::Error::AlreadyExists { .. }) => {}
-        Ok(_) => bail!("the storage does not honour create-if-absent (a second create succeeded); refusing to start"),
-        Err(e) => bail!("the storage failed the create-if-absent probe: {e}"),
-    }
-    let _ = store.delete(&path).await;
-    Ok(())
-}
-
 async fn serve(a: Serve) -> anyhow::Result<()> {
-    let storage = open_storage(&a.storage)?;
-    probe_create_if_absent(&storage).await?;
+    let storage = storage::open(&a.storage, &a.cloud.options())?;
+    storage::probe_create_if_absent(storage.as_ref()).await.with_context(|| format!("storage {:?}", a.storage))?;
     let cfg = EngineConfig {
         linger: Duration::from_millis(a.linger_ms),
         max_batch_bytes: a.max_batch_bytes,
         block_cache_bytes: a.block_cache_bytes,
         meta_cache_bytes: a.meta_cache_bytes,
         commit_timeout: Duration::from_secs(a.commit_timeout_secs),
+        poll_interval: Duration::from_millis(a.poll_interval_ms.max(1)),
         ..EngineConfig::default()
     };
     let metrics = Arc::new(cairn_server::metrics::Metrics::new());
@@ -162,17 +198,24 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(a) => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into());
             match a.log_format {
                 LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
                 LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init(),
             }
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(serve(a))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(serve(a)))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context and its causes, outermost first.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

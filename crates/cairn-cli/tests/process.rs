@@ -3,31 +3,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    base: String,
-}
+mod common;
+use common::{http, Server};
 
 fn spawn(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--storage"])
-        .arg(dir)
-        .env("CAIRN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
-    Server { child, base: format!("http://{addr}") }
+    Server::spawn(&[std::ffi::OsStr::new("--storage"), dir.as_os_str()])
 }
 
 /// Appends batches with ids from `clients` tasks until stopped; returns what
@@ -38,7 +24,7 @@ async fn load(base: String, clients: usize, stop: Arc<Mutex<bool>>) -> HashMap<S
     for c in 0..clients {
         let (base, stop, acked) = (base.clone(), stop.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            let http = http();
             for b in 0.. {
                 if *stop.lock().unwrap() {
                     return;
@@ -68,10 +54,7 @@ async fn load(base: String, clients: usize, stop: Arc<Mutex<bool>>) -> HashMap<S
 }
 
 async fn all_events(base: &str) -> Vec<Value> {
-    let text = reqwest::get(format!("{base}/v1/stores/k/events")).await.unwrap().text().await.unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(lines.last().unwrap().get("next").is_some(), "the read was complete");
-    lines[..lines.len() - 1].to_vec()
+    common::all_events(&http(), base, "k").await
 }
 
 fn check(events: &[Value], acked: &HashMap<String, u64>) {
@@ -93,7 +76,7 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
     for round in 0..3 {
         let mut s = spawn(dir.path());
         if round == 0 {
-            let r = reqwest::Client::new().put(format!("{}/v1/stores/k", s.base)).send().await.unwrap();
+            let r = http().put(format!("{}/v1/stores/k", s.base)).send().await.unwrap();
             assert_eq!(r.status(), 201);
         }
         let stop = Arc::new(Mutex::new(false));
@@ -119,13 +102,13 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
 async fn sigterm_under_load_exits_cleanly_and_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spawn(dir.path());
-    reqwest::Client::new().put(format!("{}/v1/stores/k", s.base)).send().await.unwrap();
+    http().put(format!("{}/v1/stores/k", s.base)).send().await.unwrap();
     let stop = Arc::new(Mutex::new(false));
     let loader = tokio::spawn(load(s.base.clone(), 8, stop.clone()));
     // A live tail and a long-poll must not hold the shutdown up.
-    let tail = reqwest::Client::new().get(format!("{}/v1/stores/k/events", s.base)).header("accept", "text/event-stream").send().await.unwrap();
+    let tail = http().get(format!("{}/v1/stores/k/events", s.base)).header("accept", "text/event-stream").send().await.unwrap();
     assert_eq!(tail.status(), 200);
-    let poll = tokio::spawn(reqwest::get(format!("{}/v1/stores/k/events?from=999999999&wait=30", s.base)));
+    let poll = tokio::spawn(http().get(format!("{}/v1/stores/k/events?from=999999999&wait=30", s.base)).send());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
     assert!(Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap().success());
@@ -159,15 +142,36 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_everything() {
 fn serve_help_documents_every_setting() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--storage", "--listen", "--linger-ms", "--max-batch-bytes", "--block-cache-bytes", "--meta-cache-bytes", "--body-limit", "--log-format", "CAIRN_STORAGE", "CAIRN_LISTEN"] {
+    for flag in ["--storage", "--listen", "--linger-ms", "--max-batch-bytes", "--block-cache-bytes", "--meta-cache-bytes", "--body-limit", "--log-format", "CAIRN_STORAGE", "CAIRN_LISTEN",
+        "--storage-endpoint", "--storage-region", "--storage-allow-http", "--s3-virtual-hosted-style", "--azure-account", "--azure-emulator",
+        "--storage-option", "--poll-interval-ms", "CAIRN_STORAGE_ENDPOINT", "AWS_", "AZURE"] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
 
 #[test]
 fn bad_storage_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["serve", "--storage", "ftp://nowhere", "--listen", "127.0.0.1:0"]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown scheme"), "{err}");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--storage", "ftp://nowhere"], "unknown scheme"),
+        (&["--storage", "s3://"], "no bucket name"),
+        (&["--storage", "s3://b/../up"], "bad prefix"),
+        (&["--storage", "s3://b", "--storage-option", "nonsense"], "not KEY=VALUE"),
+        (&["--storage", "s3://b", "--storage-option", "aws_no_such_key=1"], "aws_no_such_key"),
+        // Nothing listens on port 9 of loopback: refused at start-up.
+        (&["--storage", "s3://b", "--storage-endpoint", "http://127.0.0.1:9", "--storage-allow-http", "--storage-retries", "0"], "create-if-absent"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(*args)
+            .env_remove("AZURE_STORAGE_ACCOUNT_NAME")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "y")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
 }

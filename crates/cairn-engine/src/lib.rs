@@ -36,6 +36,7 @@ pub mod objects;
 pub mod observe;
 pub mod reader;
 pub mod rollup;
+pub mod storage;
 mod store;
 pub mod testing;
 pub mod writer;

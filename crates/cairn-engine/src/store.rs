@@ -268,15 +268,15 @@ impl Store {
     }
 
     /// Starts the poller of N+1 if it is not running. It runs only while
-    /// someone waits, and backs off when nothing changes.
+    /// someone waits, once per `poll_interval` (never slower: a waiter must
+    /// see another node's commit within one interval and one request).
     pub fn ensure_poller(self: &Arc<Self>) {
         if self.poller.swap(true, Ordering::AcqRel) {
             return;
         }
         let store = self.clone();
         tokio::spawn(async move {
-            let base = store.shared.config.poll_interval;
-            let mut delay = base;
+            let interval = store.shared.config.poll_interval;
             loop {
                 if store.waiters.load(Ordering::Acquire) == 0 {
                     store.poller.store(false, Ordering::Release);
@@ -285,11 +285,9 @@ impl Store {
                         return;
                     }
                 }
-                tokio::time::sleep(delay).await;
-                let before = store.current().version;
-                match store.refresh().await {
-                    Ok(m) if m.version > before => delay = base,
-                    _ => delay = (delay * 2).min(base * 8),
+                tokio::time::sleep(interval).await;
+                if let Err(e) = store.refresh().await {
+                    tracing::debug!(store = %store.paths.manifest_dir(), error = %e, "poll for new commits failed");
                 }
             }
         });

@@ -35,8 +35,14 @@ pub struct Faults {
     /// A write lands, then its answer is held back this long.
     pub slow_ack: f64,
     pub slow_ack_for: Duration,
-    /// Extra latency on every request, uniformly up to this.
+    /// Extra latency on every request, uniformly up to this ...
     pub latency: Duration,
+    /// ... on top of exactly this much on every request (LISTs included):
+    /// what a cloud object store's first byte costs.
+    pub fixed_latency: Duration,
+    /// Create-if-absent is ignored and overwrites: a backend without
+    /// conditional writes, which a node must refuse.
+    pub ignore_create: bool,
 }
 
 #[derive(Debug, Default)]
@@ -89,11 +95,23 @@ impl FaultStore {
     }
 
     async fn delay(&self) {
-        let max = self.faults().latency;
-        if !max.is_zero() {
-            let us = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random_range(0..=max.as_micros() as u64);
-            tokio::time::sleep(Duration::from_micros(us)).await;
+        let f = self.faults();
+        let mut wait = f.fixed_latency;
+        if !f.latency.is_zero() {
+            wait += Duration::from_micros(self.rng.lock().unwrap_or_else(|p| p.into_inner()).random_range(0..=f.latency.as_micros() as u64));
         }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A listing that starts after the injected delay.
+    fn delayed_list(&self, list: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let wait = self.faults().fixed_latency;
+        if wait.is_zero() {
+            return list;
+        }
+        futures::stream::once(tokio::time::sleep(wait)).filter_map(|_| async { None }).chain(list).boxed()
     }
 
     async fn before(&self) -> Result<()> {
@@ -108,9 +126,12 @@ impl FaultStore {
 
 #[async_trait]
 impl ObjectStore for FaultStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, mut opts: PutOptions) -> Result<PutResult> {
         self.before().await?;
         let f = self.faults();
+        if f.ignore_create && matches!(opts.mode, PutMode::Create) {
+            opts.mode = PutMode::Overwrite;
+        }
         let create = matches!(opts.mode, PutMode::Create);
         if create && self.roll(f.phantom_exists) {
             self.counts.phantom_exists.fetch_add(1, Ordering::Relaxed);
@@ -151,7 +172,7 @@ impl ObjectStore for FaultStore {
             self.counts.errors.fetch_add(1, Ordering::Relaxed);
             return futures::stream::once(async { Err(injected("list")) }).boxed();
         }
-        self.inner.list(prefix)
+        self.delayed_list(self.inner.list(prefix))
     }
 
     fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -159,7 +180,7 @@ impl ObjectStore for FaultStore {
             self.counts.errors.fetch_add(1, Ordering::Relaxed);
             return futures::stream::once(async { Err(injected("list")) }).boxed();
         }
-        self.inner.list_with_offset(prefix, offset)
+        self.delayed_list(self.inner.list_with_offset(prefix, offset))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
@@ -170,5 +191,90 @@ impl ObjectStore for FaultStore {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.before().await?;
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The backends every conformance suite runs on. Memory and local disk are
+/// always there; Azure and S3 are real servers (Azurite, SeaweedFS) that
+/// `scripts/backends.py` starts and announces in `CAIRN_TEST_AZURE`,
+/// `CAIRN_TEST_S3` and `CAIRN_TEST_S3_ENDPOINT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Local,
+    Azure,
+    S3,
+}
+
+/// A fresh, empty place on one backend (a temp directory, or a unique prefix
+/// in the shared container or bucket), and how a `cairn serve` reaches it.
+pub struct TestStorage {
+    pub store: Arc<dyn ObjectStore>,
+    pub url: String,
+    pub options: crate::storage::StorageOptions,
+    /// The `cairn serve` flags that name the same place.
+    pub args: Vec<String>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for TestStorage {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Backend {
+    fn env(self) -> Option<&'static str> {
+        match self {
+            Backend::Memory | Backend::Local => None,
+            Backend::Azure => Some("CAIRN_TEST_AZURE"),
+            Backend::S3 => Some("CAIRN_TEST_S3"),
+        }
+    }
+
+    /// Whether the backend's server is there. Outside `scripts/test` a
+    /// missing server skips the test, loudly; under it
+    /// (`CAIRN_TEST_REQUIRE_BACKENDS=1`) it fails the test.
+    pub fn available(self) -> bool {
+        let Some(var) = self.env() else { return true };
+        if std::env::var_os(var).is_some() {
+            return true;
+        }
+        if std::env::var_os("CAIRN_TEST_REQUIRE_BACKENDS").is_some() {
+            panic!("{var} is not set: run the tests through scripts/test (scripts/backends.py starts the servers)");
+        }
+        eprintln!("SKIPPED on {self:?}: {var} is not set (scripts/test starts Azurite and SeaweedFS)");
+        false
+    }
+
+    /// A fresh place on this backend. Panics if the backend is not
+    /// [`available`](Self::available).
+    pub fn storage(self) -> TestStorage {
+        let unique = ulid::Ulid::generate().to_string().to_ascii_lowercase();
+        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+        let (url, options, args, dir) = match self {
+            Backend::Memory => ("memory://".to_string(), Default::default(), vec![], None),
+            Backend::Local => {
+                let dir = std::env::temp_dir().join(format!("cairn-test-{unique}"));
+                (dir.display().to_string(), Default::default(), vec![], Some(dir))
+            }
+            Backend::Azure => {
+                let url = format!("{}/t-{unique}", var("CAIRN_TEST_AZURE").trim_end_matches('/'));
+                let options = crate::storage::StorageOptions { azure_emulator: true, ..Default::default() };
+                (url, options, vec!["--azure-emulator".to_string()], None)
+            }
+            Backend::S3 => {
+                let url = format!("{}/t-{unique}", var("CAIRN_TEST_S3").trim_end_matches('/'));
+                let endpoint = var("CAIRN_TEST_S3_ENDPOINT");
+                let options = crate::storage::StorageOptions { endpoint: Some(endpoint.clone()), allow_http: true, ..Default::default() };
+                (url, options, vec!["--storage-endpoint".to_string(), endpoint, "--storage-allow-http".to_string()], None)
+            }
+        };
+        let store = crate::storage::open(&url, &options).unwrap_or_else(|e| panic!("{self:?}: {e}"));
+        let mut args = args;
+        args.splice(0..0, ["--storage".to_string(), url.clone()]);
+        TestStorage { store, url, options, args, dir }
     }
 }

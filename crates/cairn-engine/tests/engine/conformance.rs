@@ -10,6 +10,8 @@ macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(crate::Backend::Memory).await } )* }
         mod local { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(crate::Backend::Local).await } )* }
+        mod azure { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { if crate::Backend::Azure.available() { super::$name(crate::Backend::Azure).await } } )* }
+        mod s3 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { if crate::Backend::S3.available() { super::$name(crate::Backend::S3).await } } )* }
     };
 }
 

@@ -39,6 +39,7 @@ fn faults() -> Faults {
         slow_ack: 0.01,
         slow_ack_for: Duration::from_millis(2000),
         latency: Duration::from_millis(2),
+        ..Faults::default()
     }
 }
 

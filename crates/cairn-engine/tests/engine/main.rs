@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! The engine's integration tests: one binary, one module per concern. The
-//! conformance checks run on every backend (memory and local disk here).
+//! conformance checks run on every backend: memory, local disk, Azure
+//! (Azurite) and S3 (SeaweedFS).
 
 mod conformance;
 mod faults;
@@ -13,27 +14,18 @@ use std::time::Duration;
 use cairn_engine::{AppendBatch, Engine, EngineConfig, NewEvent};
 use object_store::ObjectStore;
 
-pub enum Backend {
-    Memory,
-    Local,
-}
+pub use cairn_engine::testing::Backend;
 
 /// An object store and what keeps it alive.
 pub struct Fixture {
     pub store: Arc<dyn ObjectStore>,
-    _dir: Option<tempfile::TempDir>,
+    _storage: cairn_engine::testing::TestStorage,
 }
 
 impl Fixture {
     pub fn new(b: Backend) -> Fixture {
-        match b {
-            Backend::Memory => Fixture { store: Arc::new(object_store::memory::InMemory::new()), _dir: None },
-            Backend::Local => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let fs = cairn_engine::local::LocalStore::new(dir.path()).expect("local store");
-                Fixture { store: Arc::new(fs), _dir: Some(dir) }
-            }
-        }
+        let storage = b.storage();
+        Fixture { store: storage.store.clone(), _storage: storage }
     }
     pub fn engine(&self, cfg: EngineConfig) -> Arc<Engine> {
         Engine::new(self.store.clone(), cfg)
