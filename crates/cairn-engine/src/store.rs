@@ -108,10 +108,15 @@ impl Store {
     pub async fn refresh(&self) -> Result<Arc<Manifest>, StorageError> {
         let mut cur = self.current();
         let started = Instant::now();
+        let stale = self.confirmed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= self.shared.config.manifest_retention / 2;
         while let Some(next) = load_manifest(&self.shared.objects, &self.paths, cur.version + 1).await? {
             cur = Arc::new(next);
+            if !stale {
+                // A fresh view's successor is real: waiters see it now, not
+                // one request later when N+2 is found absent.
+                self.publish(cur.clone());
+            }
         }
-        let stale = self.confirmed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= self.shared.config.manifest_retention / 2;
         if stale {
             let b = newest_boundary(&self.shared.objects, &self.paths).await?;
             self.learn_boundary(b);
@@ -155,14 +160,22 @@ impl Store {
         if self.deleted.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        {
+        let before = {
             let mut last = self.root_checked.lock().unwrap_or_else(|p| p.into_inner());
             if last.elapsed() < self.shared.config.root_check_interval {
                 return Ok(true);
             }
-            *last = Instant::now();
-        }
-        let live = read_root(&self.shared.objects, &self.paths.store).await?.is_some_and(|r| r.incarnation == self.paths.incarnation);
+            std::mem::replace(&mut *last, Instant::now())
+        };
+        let root = match read_root(&self.shared.objects, &self.paths.store).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Not a deletion; ask again next time.
+                *self.root_checked.lock().unwrap_or_else(|p| p.into_inner()) = before;
+                return Err(e);
+            }
+        };
+        let live = root.is_some_and(|r| r.incarnation == self.paths.incarnation);
         if !live {
             self.deleted.store(true, Ordering::Relaxed);
         }

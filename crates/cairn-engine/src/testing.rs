@@ -278,3 +278,97 @@ impl Backend {
         TestStorage { store, url, options, args, dir }
     }
 }
+
+type Counts = std::collections::BTreeMap<(&'static str, String), (u64, u64)>;
+
+/// Counts requests and bytes by operation and by the kind of object (the
+/// folder under a store's incarnation: `manifest`, `seg`, `idx`, `doc`,
+/// `gc`; `root` for root.json), to show what a workload costs.
+#[derive(Debug)]
+pub struct CountingStore {
+    inner: Arc<dyn ObjectStore>,
+    /// (operation, kind) -> (requests, bytes)
+    counts: Mutex<Counts>,
+}
+
+impl fmt::Display for CountingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CountingStore({})", self.inner)
+    }
+}
+
+fn kind(path: &Path) -> String {
+    let parts: Vec<_> = path.parts().collect();
+    match parts.as_slice() {
+        [_, root] if root.as_ref() == "root.json" => "root".into(),
+        [_, _, dir, ..] => dir.as_ref().to_string(),
+        _ => "other".into(),
+    }
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
+        Arc::new(CountingStore { inner, counts: Mutex::new(Default::default()) })
+    }
+
+    fn add(&self, op: &'static str, path: &Path, bytes: u64) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let e = c.entry((op, kind(path))).or_default();
+        e.0 += 1;
+        e.1 += bytes;
+    }
+
+    /// Requests and bytes of `op` ("put", "get", "list", "delete") on
+    /// objects of `kind` (None: all kinds).
+    pub fn count(&self, op: &str, kind: Option<&str>) -> (u64, u64) {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter().filter(|((o, k), _)| *o == op && kind.is_none_or(|want| want == k)).fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1))
+    }
+
+    pub fn reset(&self) {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CountingStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.add("put", location, payload.content_length() as u64);
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.add("put", location, 0);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let r = self.inner.get_opts(location, options).await;
+        let bytes = r.as_ref().map_or(0, |r| r.range.end - r.range.start);
+        self.add("get", location, bytes);
+        r
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.add("list", prefix.unwrap_or(&Path::default()), 0);
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.add("list", prefix.unwrap_or(&Path::default()), 0);
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.add("list", prefix.unwrap_or(&Path::default()), 0);
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}

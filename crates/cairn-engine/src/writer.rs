@@ -192,6 +192,12 @@ struct Writer {
     /// `carry` prepared and uploaded on top of that batch (pipelining).
     staged: Option<Staged>,
     last_was_rollup: bool,
+    /// A moment at which `view`'s successor N+1 was known absent: when our
+    /// create of `view` began, or when a refresh that found `view` newest
+    /// began. A version GC collects has aged `manifest_retention`, so within
+    /// half of it N+1 cannot be a collected version's name, and a created
+    /// N+1 needs no look at the GC boundary before it is acknowledged.
+    view_confirmed: Option<Instant>,
 }
 
 /// A batch prepared and uploaded on the assumption that the batch before it
@@ -207,7 +213,7 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
     let known = store.known_boundary();
     let view = store.current();
     let window = IdWindow::new(view.window_start, view.next_seq);
-    let mut w = Writer { store, clock, cfg, view, known, heads: HashMap::new(), window, maintenance: None, ready: None, carry: Vec::new(), staged: None, last_was_rollup: false };
+    let mut w = Writer { store, clock, cfg, view, known, heads: HashMap::new(), window, maintenance: None, ready: None, carry: Vec::new(), staged: None, last_was_rollup: false, view_confirmed: None };
     loop {
         if !w.carry.is_empty() {
             let reqs = std::mem::take(&mut w.carry);
@@ -252,17 +258,10 @@ impl Writer {
     async fn commit(&mut self, mut reqs: Vec<Pending>, rx: &mut mpsc::Receiver<WriterMsg>) {
         let started = Instant::now();
         let deadline = started + self.cfg.commit_timeout;
-        match self.store.check_root().await {
-            Ok(true) => {}
-            Ok(false) => {
-                let name = self.store.paths.store.clone();
-                reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::StoreNotFound(name.clone()))));
-                return;
-            }
-            Err(e) => {
-                reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
-                return;
-            }
+        if self.store.deleted.load(std::sync::atomic::Ordering::Relaxed) {
+            let name = self.store.paths.store.clone();
+            reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::StoreNotFound(name.clone()))));
+            return;
         }
         self.take_maintenance().await;
         let mut uploaded: Option<Uploaded> = None;
@@ -331,26 +330,41 @@ impl Writer {
             // are prepared and uploaded on top of it.
             // The batch is acknowledged the moment its commit is known,
             // not when the staging of the next one is done.
-            let mut committer = Committer { store: self.store.clone(), known: self.known };
+            let fresh = self.view_confirmed.is_some_and(|t| t.elapsed() < self.cfg.manifest_retention / 2);
+            let mut committer = Committer { store: self.store.clone(), known: self.known, fresh, create_started: None };
             let outcomes = outcomes_of(&prep, self.view.next_seq);
             let mut senders: Vec<_> = reqs.iter_mut().map(|r| r.reply.take()).collect();
             let same_as = &prep.same_as;
+            let store = self.store.clone();
             let create = async {
-                let r = committer.create_resolved(&next, bytes, &seg_name, deadline).await;
+                // Whether the store was deleted meanwhile is asked beside the
+                // create (at most once per root_check_interval), not before
+                // it: no extra round trip on the path of an ack. A failed
+                // look is not a deletion; the next commit asks again.
+                let (live, r) = tokio::join!(store.check_root(), committer.create_resolved(&next, bytes, &seg_name, deadline));
                 if matches!(r, Resolved::Committed) {
-                    // Readers and long-polls on this node see it at once.
-                    committer.store.publish(Arc::new(next.clone()));
-                    answer_all(&mut senders, &outcomes, same_as);
+                    if live.unwrap_or(true) {
+                        // Readers and long-polls on this node see it at once.
+                        store.publish(Arc::new(next.clone()));
+                        answer_all(&mut senders, &outcomes, same_as);
+                    } else {
+                        // Committed into an incarnation deleted meanwhile:
+                        // its objects are purged with it.
+                        for tx in senders.iter_mut().filter_map(Option::take) {
+                            let _ = tx.send(Err(AppendError::StoreNotFound(store.paths.store.clone())));
+                        }
+                    }
                 }
-                (r, committer.known, senders)
+                (r, committer.known, committer.create_started, senders)
             };
-            let ((resolved, known, senders), ()) = tokio::join!(create, self.stage_next(rx, &prep, &next));
+            let ((resolved, known, create_started, senders), ()) = tokio::join!(create, self.stage_next(rx, &prep, &next));
             for (r, tx) in reqs.iter_mut().zip(senders) {
                 r.reply = tx;
             }
             self.known = known;
             match resolved {
                 Resolved::Committed => {
+                    self.view_confirmed = create_started;
                     let Some(up) = uploaded.take() else { return };
                     let bytes: usize = prep.events.iter().map(|e| e.data.len()).sum();
                     self.store.shared.observer.commit(&self.store.paths.store, prep.events.len(), bytes, started.elapsed());
@@ -388,6 +402,7 @@ impl Writer {
                     if let Ok(m) = self.store.refresh().await {
                         self.window.gaps.push((self.view.next_seq.min(m.next_seq), m.next_seq));
                         self.view = m;
+                        self.view_confirmed = None;
                     }
                     return;
                 }
@@ -756,7 +771,11 @@ impl Writer {
     /// Moves the view to the newest manifest and updates the cached heads
     /// from the segments committed since.
     async fn rebase_to_newest(&mut self) -> Result<(), StorageError> {
+        let started = Instant::now();
         let newest = self.store.refresh().await?;
+        if newest.version >= self.view.version {
+            self.view_confirmed = Some(started);
+        }
         if newest.version <= self.view.version {
             return Ok(());
         }
@@ -783,6 +802,11 @@ impl Writer {
 struct Committer {
     store: Arc<Store>,
     known: KnownBoundary,
+    /// The view was confirmed newest recently enough that N+1 cannot be a
+    /// collected version's name (see `Writer::view_confirmed`).
+    fresh: bool,
+    /// When the first create of N+1 was sent.
+    create_started: Option<Instant>,
 }
 
 impl Committer {
@@ -800,6 +824,7 @@ impl Committer {
                     return if attempted { Resolved::Unknown } else { Resolved::Failed(StorageError::Backend("commit deadline passed".into())) };
                 }
                 attempted = true;
+                self.create_started.get_or_insert_with(Instant::now);
                 if let Ok(Ok(CreateOutcome::Created)) = tokio::time::timeout(left, objects.create(&path, bytes.clone())).await {
                     return self.check_boundary(next, seg, deadline).await;
                 }
@@ -829,6 +854,9 @@ impl Committer {
     /// collected version's name: then the commit counts only if the newest
     /// manifest references our segment.
     async fn check_boundary(&mut self, next: &Manifest, seg: &str, deadline: Instant) -> Resolved {
+        if self.fresh {
+            return Resolved::Committed;
+        }
         loop {
             match self.newer_boundary().await {
                 Ok(None) => return Resolved::Committed,
