@@ -46,6 +46,11 @@ struct Cloud {
     /// S3: virtual-hosted-style requests (https://bucket.endpoint/key).
     #[arg(long, env = "CAIRN_S3_VIRTUAL_HOSTED_STYLE")]
     s3_virtual_hosted_style: bool,
+    /// S3: credentials of this ~/.aws profile (SSO and credential_process
+    /// included). Needs a cairn built with `--features aws-sdk`, which also
+    /// reads AWS_PROFILE and profile regions.
+    #[arg(long, env = "CAIRN_AWS_PROFILE")]
+    aws_profile: Option<String>,
     /// Azure storage account (default: AZURE_STORAGE_ACCOUNT_NAME).
     #[arg(long, env = "CAIRN_AZURE_ACCOUNT")]
     azure_account: Option<String>,
@@ -83,6 +88,7 @@ impl Cloud {
             virtual_hosted_style: self.s3_virtual_hosted_style,
             azure_account: self.azure_account.clone(),
             azure_emulator: self.azure_emulator,
+            aws_profile: self.aws_profile.clone(),
             extra: self.storage_option.clone(),
             request_timeout: Duration::from_secs(self.storage_timeout_secs),
             max_retries: self.storage_retries,

@@ -175,3 +175,59 @@ fn bad_storage_is_a_clear_error() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// Without the `aws-sdk` feature a profile cannot be honoured: say so.
+#[cfg(not(feature = "aws-sdk"))]
+#[test]
+fn aws_profile_needs_the_sdk_feature() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["serve", "--listen", "127.0.0.1:0", "--storage", "s3://b", "--aws-profile", "dev"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("aws-sdk") && err.contains("export-credentials"), "{err}");
+}
+
+/// With the `aws-sdk` feature, the keys of a named profile in an AWS config
+/// file sign the requests (none in the environment); a profile with wrong
+/// keys is refused at start-up.
+#[cfg(feature = "aws-sdk")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_profile_signs_s3_requests() {
+    use cairn_engine::testing::Backend;
+    if !Backend::S3.available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap();
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap();
+    std::fs::write(&config, format!("[profile good]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\nregion = us-east-1\n[profile bad]\naws_access_key_id = nobody\naws_secret_access_key = wrong\n")).unwrap();
+    let storage = Backend::S3.storage();
+    let run = |profile: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.args(["serve", "--listen", "127.0.0.1:0", "--aws-profile", profile])
+            .args(&storage.args)
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("CAIRN_LOG", "warn");
+        c
+    };
+    let out = run("bad").output().unwrap();
+    assert!(!out.status.success(), "started with wrong keys");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("create-if-absent"), "{err}");
+    let mut child = run("good").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let base = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
+    let http = http();
+    assert_eq!(http.put(format!("{base}/v1/stores/p")).send().await.unwrap().status(), 201);
+    let r = http.post(format!("{base}/v1/stores/p/streams/s/events")).json(&json!([{"type": "T", "data": 1}])).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let events = common::all_events(&http, &base, "p").await;
+    assert_eq!(events.len(), 1);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -36,6 +36,10 @@ pub struct StorageOptions {
     /// Azure: talk to the Azurite emulator (its well-known account and key,
     /// unless others are given).
     pub azure_emulator: bool,
+    /// S3: the `~/.aws` profile whose credentials to use (with the `aws-sdk`
+    /// feature: the AWS SDK's chain, which also reads `AWS_PROFILE`, SSO and
+    /// `credential_process`).
+    pub aws_profile: Option<String>,
     /// Any other object_store setting by its key (`aws_session_token`,
     /// `azure_storage_sas_key`, `aws_role_arn`, `timeout`, ...), applied last.
     pub extra: Vec<(String, String)>,
@@ -57,6 +61,7 @@ impl Default for StorageOptions {
             virtual_hosted_style: false,
             azure_account: None,
             azure_emulator: false,
+            aws_profile: None,
             extra: Vec::new(),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
@@ -163,6 +168,7 @@ pub fn open(url: &str, opts: &StorageOptions) -> Result<Arc<dyn ObjectStore>, Op
                 let key = k.parse().map_err(backend)?;
                 b = b.with_config(key, v);
             }
+            b = aws_sdk::apply(b, opts).map_err(|why| OpenError::Url { url: url.into(), why })?;
             (Arc::new(b.build().map_err(backend)?), prefix)
         }
         Location::Azure { container, prefix } => {
@@ -195,6 +201,117 @@ pub fn open(url: &str, opts: &StorageOptions) -> Result<Arc<dyn ObjectStore>, Op
         Ok(store)
     } else {
         Ok(Arc::new(PrefixStore::new(store, prefix)))
+    }
+}
+
+/// Without the `aws-sdk` feature, object_store's own chain (environment,
+/// web identity, container credentials, IMDS) is all there is.
+#[cfg(not(feature = "aws-sdk"))]
+mod aws_sdk {
+    use object_store::aws::AmazonS3Builder;
+
+    pub fn apply(b: AmazonS3Builder, opts: &super::StorageOptions) -> Result<AmazonS3Builder, String> {
+        match &opts.aws_profile {
+            Some(p) => Err(format!("--aws-profile {p:?}: this cairn was built without the `aws-sdk` feature (cargo build --release -p cairn-cli --features aws-sdk); export the profile's keys instead: eval \"$(aws configure export-credentials --profile {p} --format env)\"")),
+            None => Ok(b),
+        }
+    }
+}
+
+/// With the `aws-sdk` feature, the AWS SDK's credential chain (the order the
+/// AWS CLI uses: environment, `~/.aws` profiles with SSO and
+/// `credential_process`, web identity, containers, IMDS) signs S3 requests,
+/// and a profile's region is used when none is set.
+#[cfg(feature = "aws-sdk")]
+mod aws_sdk {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use aws_config::profile::ProfileFileCredentialsProvider;
+    use aws_config::provider_config::ProviderConfig;
+    use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+    use aws_smithy_http_client::tls;
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
+
+    /// The SDK's chain as an object_store credential provider, cached until
+    /// five minutes before the credentials expire.
+    #[derive(Debug)]
+    pub struct SdkCredentials {
+        chain: SharedCredentialsProvider,
+        cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
+    }
+
+    impl SdkCredentials {
+        pub fn new(chain: SharedCredentialsProvider) -> Self {
+            SdkCredentials { chain, cached: tokio::sync::Mutex::new(None) }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::CredentialProvider for SdkCredentials {
+        type Credential = AwsCredential;
+
+        async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+            let mut cached = self.cached.lock().await;
+            if let Some((c, expiry)) = cached.as_ref() {
+                if expiry.is_none_or(|e| SystemTime::now() + Duration::from_secs(300) < e) {
+                    return Ok(c.clone());
+                }
+            }
+            let fresh = self.chain.provide_credentials().await.map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(e) })?;
+            let c = Arc::new(AwsCredential {
+                key_id: fresh.access_key_id().to_string(),
+                secret_key: fresh.secret_access_key().to_string(),
+                token: fresh.session_token().map(str::to_string),
+            });
+            *cached = Some((c.clone(), fresh.expiry()));
+            Ok(c)
+        }
+    }
+
+    /// Loads the SDK's configuration on a thread of its own (it is async;
+    /// `open` is not, and may be called on a runtime's thread).
+    /// With a profile named, its credentials alone (not whatever the
+    /// environment holds, as the AWS CLI's `--profile`).
+    fn load(profile: Option<String>) -> Result<(aws_config::SdkConfig, Option<SharedCredentialsProvider>), String> {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let http = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
+                if let Some(p) = &profile {
+                    loader = loader.profile_name(p);
+                }
+                let cfg = loader.load().await;
+                let only = profile.map(|p| {
+                    let pc = ProviderConfig::without_region().with_http_client(http);
+                    let pc = match cfg.sleep_impl() {
+                        Some(s) => pc.with_sleep_impl(s),
+                        None => pc,
+                    };
+                    SharedCredentialsProvider::new(ProfileFileCredentialsProvider::builder().configure(&pc).profile_name(p).build())
+                });
+                Ok((cfg, only))
+            })
+        })
+        .join()
+        .map_err(|_| "loading the AWS configuration failed".to_string())?
+    }
+
+    pub fn apply(b: AmazonS3Builder, opts: &super::StorageOptions) -> Result<AmazonS3Builder, String> {
+        // Keys given as settings win, as they do without the SDK.
+        if b.get_config_value(&AmazonS3ConfigKey::AccessKeyId).is_some() && opts.aws_profile.is_none() {
+            return Ok(b);
+        }
+        let (cfg, only) = load(opts.aws_profile.clone())?;
+        let Some(chain) = only.or_else(|| cfg.credentials_provider()) else { return Ok(b) };
+        let mut b = b;
+        if opts.region.is_none() && b.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
+            if let Some(r) = cfg.region() {
+                b = b.with_region(r.as_ref());
+            }
+        }
+        Ok(b.with_credentials(Arc::new(SdkCredentials::new(chain))))
     }
 }
 
