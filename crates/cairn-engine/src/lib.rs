@@ -353,7 +353,11 @@ impl Engine {
         Self::check_name(name)?;
         let open = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         if let Some(s) = open {
-            if s.check_root().await? {
+            if !s.deleted.load(std::sync::atomic::Ordering::Relaxed) {
+                // Whether another node deleted the store is asked in the
+                // background (once per root_check_interval), not on the
+                // path of the request; the writer asks beside each create.
+                s.check_root_in_background();
                 return Ok(s);
             }
             self.forget(name, &s);

@@ -154,6 +154,20 @@ impl Store {
         Ok(self.current())
     }
 
+    /// Starts [`check_root`](Self::check_root) in the background if it is
+    /// due; a deletion is then seen by the next request.
+    pub fn check_root_in_background(self: &Arc<Self>) {
+        let due = self.root_checked.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= self.shared.config.root_check_interval;
+        if due {
+            let s = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.check_root().await {
+                    tracing::debug!(store = %s.paths.store, error = %e, "root check failed");
+                }
+            });
+        }
+    }
+
     /// Whether root.json still names this incarnation (checked at most once
     /// per `root_check_interval`).
     pub async fn check_root(&self) -> Result<bool, StorageError> {
