@@ -33,15 +33,7 @@ const CAS_STREAMS: usize = 2;
 /// The default poll interval, which the test does not change.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-macro_rules! on_shared_backends {
-    ($($name:ident),* $(,)?) => {
-        mod local { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Local).await } )* }
-        mod azure { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { if super::Backend::Azure.available() { super::$name(super::Backend::Azure).await } } )* }
-        mod s3 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { if super::Backend::S3.available() { super::$name(super::Backend::S3).await } } )* }
-    };
-}
-
-on_shared_backends!(three_nodes_agree_on_one_order, long_polls_wake_across_nodes_and_idle_nodes_stay_quiet);
+cairn_engine::on_shared_backends!(three_nodes_agree_on_one_order, long_polls_wake_across_nodes_and_idle_nodes_stay_quiet);
 
 fn start_nodes(b: Backend) -> (cairn_engine::testing::TestStorage, Vec<Server>) {
     let storage = b.storage();

@@ -372,3 +372,43 @@ impl ObjectStore for CountingStore {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// Turns each named `async fn(Backend)` into one test per backend: modules
+/// `memory`, `local`, `azure` and `s3` beside the functions. A backend whose
+/// server is missing skips (see [`Backend::available`]).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        $crate::__on_backends!([memory Memory] [local Local] [azure Azure] [s3 S3]; [$($name)*]);
+    };
+}
+
+/// As [`on_every_backend!`], on the backends several processes can share:
+/// `local`, `azure` and `s3`.
+#[macro_export]
+macro_rules! on_shared_backends {
+    ($($name:ident),* $(,)?) => {
+        $crate::__on_backends!([local Local] [azure Azure] [s3 S3]; [$($name)*]);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __on_backends {
+    (@mod $m:ident $b:ident [$($name:ident)*]) => {
+        mod $m {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = $crate::testing::Backend::$b;
+                    if b.available() {
+                        super::$name(b).await
+                    }
+                }
+            )*
+        }
+    };
+    ($([$m:ident $b:ident])*; $names:tt) => {
+        $( $crate::__on_backends!(@mod $m $b $names); )*
+    };
+}

@@ -79,16 +79,7 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Memory).await } )* }
-        mod local { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Local).await } )* }
-        mod azure { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { if super::Backend::Azure.available() { super::$name(super::Backend::Azure).await } } )* }
-        mod s3 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { if super::Backend::S3.available() { super::$name(super::Backend::S3).await } } )* }
-    };
-}
-
-on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags);
+cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags);
 
 async fn stores_routes(b: Backend) {
     let n = start(b).await;

@@ -6,16 +6,7 @@ use cairn_engine::{AppendError, CreateStore, Direction, Expectation, ReadError, 
 
 use crate::{batch, ev, read_all, read_stream, small_config, test_config, with_id, Backend, Fixture};
 
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(crate::Backend::Memory).await } )* }
-        mod local { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(crate::Backend::Local).await } )* }
-        mod azure { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { if crate::Backend::Azure.available() { super::$name(crate::Backend::Azure).await } } )* }
-        mod s3 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { if crate::Backend::S3.available() { super::$name(crate::Backend::S3).await } } )* }
-    };
-}
-
-on_every_backend!(
+cairn_engine::on_every_backend!(
     stores_are_created_listed_and_deleted,
     appends_get_gapless_seqs_and_revisions,
     expectations_are_checked_per_stream_and_atomically,
