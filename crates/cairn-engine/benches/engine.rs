@@ -142,45 +142,6 @@ async fn bench_scan() {
     println!("scan of {total} events: warm cache {warm:.0} events/s; fresh engine (page cache warm) {cold:.0} events/s");
 }
 
-/// Counts GETs by object, to show what a read touches.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn ObjectStore>,
-    gets: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-}
-
-impl std::fmt::Display for Counting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Counting({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Counting {
-    async fn put_opts(&self, l: &object_store::path::Path, p: object_store::PutPayload, o: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
-        self.inner.put_opts(l, p, o).await
-    }
-    async fn put_multipart_opts(&self, l: &object_store::path::Path, o: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.inner.put_multipart_opts(l, o).await
-    }
-    async fn get_opts(&self, l: &object_store::path::Path, o: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
-        *self.gets.lock().unwrap().entry(l.to_string()).or_default() += 1;
-        self.inner.get_opts(l, o).await
-    }
-    fn delete_stream(&self, s: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
-        self.inner.delete_stream(s)
-    }
-    fn list(&self, p: Option<&object_store::path::Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.inner.list(p)
-    }
-    async fn list_with_delimiter(&self, p: Option<&object_store::path::Path>) -> object_store::Result<object_store::ListResult> {
-        self.inner.list_with_delimiter(p).await
-    }
-    async fn copy_opts(&self, f: &object_store::path::Path, t: &object_store::path::Path, o: object_store::CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(f, t, o).await
-    }
-}
-
 async fn bench_stream() {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let engine = Engine::new(local(dir.path()), config());
@@ -215,13 +176,13 @@ async fn bench_stream() {
     }
     let load = t.elapsed();
     let info = engine.store_info("b").await.expect("info");
-    let counting = Arc::new(Counting { inner: local(dir.path()), gets: Default::default() });
+    let counting = cairn_engine::testing::CountingStore::new(local(dir.path()));
     let reader = Engine::new(counting.clone(), config());
     let mut lat = Vec::new();
     let mut cold_objects = Vec::new();
     for round in 0..2 {
         for k in 0..small {
-            counting.gets.lock().unwrap().clear();
+            counting.reset();
             let t = Instant::now();
             let mut scan = reader.read_stream("b", &format!("small-{k}"), None, Direction::Forward, Default::default()).await.expect("read");
             let mut n = 0;
@@ -230,8 +191,7 @@ async fn bench_stream() {
             }
             assert_eq!(n, 10);
             if round == 0 {
-                let gets = counting.gets.lock().unwrap();
-                cold_objects.push(gets.keys().filter(|k| !k.contains("manifest") && !k.contains("root.json")).count());
+                cold_objects.push(counting.objects_read(|kind| kind != "manifest" && kind != "root"));
             } else {
                 lat.push(t.elapsed());
             }

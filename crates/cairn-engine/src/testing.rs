@@ -279,7 +279,7 @@ impl Backend {
     }
 }
 
-type Counts = std::collections::BTreeMap<(&'static str, String), (u64, u64)>;
+type Counts = std::collections::BTreeMap<(&'static str, &'static str), (u64, u64)>;
 
 /// Counts requests and bytes by operation and by the kind of object (the
 /// folder under a store's incarnation: `manifest`, `seg`, `idx`, `doc`,
@@ -289,6 +289,8 @@ pub struct CountingStore {
     inner: Arc<dyn ObjectStore>,
     /// (operation, kind) -> (requests, bytes)
     counts: Mutex<Counts>,
+    /// Every object read, with its kind.
+    read: Mutex<std::collections::HashSet<(&'static str, Path)>>,
 }
 
 impl fmt::Display for CountingStore {
@@ -297,18 +299,19 @@ impl fmt::Display for CountingStore {
     }
 }
 
-fn kind(path: &Path) -> String {
-    let parts: Vec<_> = path.parts().collect();
-    match parts.as_slice() {
-        [_, root] if root.as_ref() == "root.json" => "root".into(),
-        [_, _, dir, ..] => dir.as_ref().to_string(),
-        _ => "other".into(),
+fn kind(path: &Path) -> &'static str {
+    let mut parts = path.parts();
+    let (_, second, third) = (parts.next(), parts.next(), parts.next());
+    match (second.as_ref().map(|p| p.as_ref()), third.as_ref().map(|p| p.as_ref())) {
+        (Some("root.json"), None) => "root",
+        (_, Some(dir)) => ["manifest", "seg", "idx", "doc", "gc"].into_iter().find(|k| *k == dir).unwrap_or("other"),
+        _ => "other",
     }
 }
 
 impl CountingStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
-        Arc::new(CountingStore { inner, counts: Mutex::new(Default::default()) })
+        Arc::new(CountingStore { inner, counts: Mutex::new(Default::default()), read: Mutex::new(Default::default()) })
     }
 
     fn add(&self, op: &'static str, path: &Path, bytes: u64) {
@@ -322,11 +325,17 @@ impl CountingStore {
     /// objects of `kind` (None: all kinds).
     pub fn count(&self, op: &str, kind: Option<&str>) -> (u64, u64) {
         let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        c.iter().filter(|((o, k), _)| *o == op && kind.is_none_or(|want| want == k)).fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1))
+        c.iter().filter(|((o, k), _)| *o == op && kind.is_none_or(|want| want == *k)).fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1))
+    }
+
+    /// How many distinct objects were read whose kind `keep` accepts.
+    pub fn objects_read(&self, keep: impl Fn(&str) -> bool) -> usize {
+        self.read.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(k, _)| keep(k)).count()
     }
 
     pub fn reset(&self) {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.read.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -346,6 +355,7 @@ impl ObjectStore for CountingStore {
         let r = self.inner.get_opts(location, options).await;
         let bytes = r.as_ref().map_or(0, |r| r.range.end - r.range.start);
         self.add("get", location, bytes);
+        self.read.lock().unwrap_or_else(|p| p.into_inner()).insert((kind(location), location.clone()));
         r
     }
 
@@ -411,4 +421,24 @@ macro_rules! __on_backends {
     ($([$m:ident $b:ident])*; $names:tt) => {
         $( $crate::__on_backends!(@mod $m $b $names); )*
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_store_names_kinds_of_objects() {
+        for (path, want) in [
+            ("sales/root.json", "root"),
+            ("sales/01ABC/manifest/00000000000000000001.json", "manifest"),
+            ("sales/01ABC/seg/01XYZ.seg", "seg"),
+            ("sales/01ABC/idx/01XYZ.idx", "idx"),
+            ("sales/01ABC/gc/boundary/00000000000000000001.json", "gc"),
+            ("sales/01ABC/doc/view", "doc"),
+            ("_cairn_probe_01XYZ", "other"),
+        ] {
+            assert_eq!(kind(&Path::from(path)), want, "{path}");
+        }
+    }
 }
