@@ -153,7 +153,7 @@ def start(tmp):
         # The bucket answers once the filer and the S3 gateway are up.
         wait_for("seaweedfs", s3_bucket_ready(s3_port), 120, sw)
         log(f"seaweedfs S3 on 127.0.0.1:{s3_port}")
-    except Exception:
+    except BaseException:  # Ctrl-C while waiting, too
         stop(procs)
         for name in ["azurite.log", "seaweedfs.log"]:
             path = os.path.join(tmp, name)
@@ -214,9 +214,12 @@ def main():
         return 2
     with tempfile.TemporaryDirectory(prefix="cairn-backends-") as tmp:
         procs, env = start(tmp)
-        # A signal to this script stops the servers too.
+        # A signal to this script stops the servers too (through `finally`).
+        def interrupted(*_):
+            raise KeyboardInterrupt
+
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            signal.signal(sig, interrupted)
         try:
             return subprocess.run(args, env=dict(os.environ, **env)).returncode
         except KeyboardInterrupt:

@@ -157,8 +157,7 @@ impl Store {
     /// Starts [`check_root`](Self::check_root) in the background if it is
     /// due; a deletion is then seen by the next request.
     pub fn check_root_in_background(self: &Arc<Self>) {
-        let due = self.root_checked.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= self.shared.config.root_check_interval;
-        if due {
+        if self.root_check_due(*self.root_checked.lock().unwrap_or_else(|p| p.into_inner())) {
             let s = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = s.check_root().await {
@@ -166,6 +165,10 @@ impl Store {
                 }
             });
         }
+    }
+
+    fn root_check_due(&self, last: Instant) -> bool {
+        last.elapsed() >= self.shared.config.root_check_interval
     }
 
     /// Whether root.json still names this incarnation (checked at most once
@@ -176,7 +179,7 @@ impl Store {
         }
         let before = {
             let mut last = self.root_checked.lock().unwrap_or_else(|p| p.into_inner());
-            if last.elapsed() < self.shared.config.root_check_interval {
+            if !self.root_check_due(*last) {
                 return Ok(true);
             }
             std::mem::replace(&mut *last, Instant::now())
