@@ -88,7 +88,8 @@ struct WireErrorBody {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+    /// An error of this kind (for sinks and projections of your own).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error { kind, status: None, code: None, message: message.into(), current_revision: None, conflicts: Vec::new(), retry_after: None, source: None }
     }
 
