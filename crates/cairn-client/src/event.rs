@@ -149,6 +149,29 @@ impl RecordedEvent {
     }
 }
 
+/// As the node writes it: one NDJSON line of a read.
+impl Serialize for RecordedEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeMap};
+        let mut m = s.serialize_map(Some(8))?;
+        m.serialize_entry("seq", &self.seq)?;
+        m.serialize_entry("stream", &self.stream)?;
+        m.serialize_entry("revision", &self.revision)?;
+        m.serialize_entry("type", &self.event_type)?;
+        m.serialize_entry("timestamp", &self.timestamp)?;
+        m.serialize_entry("id", &self.id)?;
+        m.serialize_entry("tags", &self.tags)?;
+        if self.binary {
+            m.serialize_entry("data_b64", &base64::engine::general_purpose::STANDARD.encode(&self.data))?;
+        } else {
+            let text = std::str::from_utf8(&self.data).map_err(S::Error::custom)?;
+            let raw: &RawValue = serde_json::from_str(text).map_err(S::Error::custom)?;
+            m.serialize_entry("data", raw)?;
+        }
+        m.end()
+    }
+}
+
 /// One line of an NDJSON read: an event, `{"next": N}` or `{"error": ...}`.
 #[derive(Deserialize)]
 struct WireLine<'a> {
@@ -211,13 +234,13 @@ mod tests {
 
     #[test]
     fn lines_of_a_read() {
-        let e = br#"{"seq":7,"stream":"a/b","revision":2,"type":"T","timestamp":5,"id":null,"tags":{"k":"v"},"data":{"x":[1,2]}}"#;
-        let Ok(Line::Event(e)) = parse_line(e) else { panic!("an event") };
+        let e_line = br#"{"seq":7,"stream":"a/b","revision":2,"type":"T","timestamp":5,"id":null,"tags":{"k":"v"},"data":{"x":[1,2]}}"#;
+        let Ok(Line::Event(e)) = parse_line(e_line) else { panic!("an event") };
         assert_eq!((e.seq, e.stream.as_str(), e.revision, e.binary), (7, "a/b", 2, false));
         assert_eq!(e.json::<serde_json::Value>().unwrap(), serde_json::json!({"x": [1, 2]}));
         assert_eq!(e.tags.get("k").map(String::as_str), Some("v"));
-        let b = br#"{"seq":8,"stream":"s","revision":0,"type":"B","timestamp":5,"id":"7c9e6679-7425-40de-944b-e07fc1f90ae7","tags":{},"data_b64":"AAEC"}"#;
-        let Ok(Line::Event(b)) = parse_line(b) else { panic!("an event") };
+        let b_line = br#"{"seq":8,"stream":"s","revision":0,"type":"B","timestamp":5,"id":"7c9e6679-7425-40de-944b-e07fc1f90ae7","tags":{},"data_b64":"AAEC"}"#;
+        let Ok(Line::Event(b)) = parse_line(b_line) else { panic!("an event") };
         assert_eq!((&b.data[..], b.binary), (&[0u8, 1, 2][..], true));
         assert!(b.json::<serde_json::Value>().is_err());
         assert!(matches!(parse_line(br#"{"next":9}"#), Ok(Line::Next(Some(9)))));
@@ -225,6 +248,11 @@ mod tests {
         let Ok(Line::Error(e)) = parse_line(br#"{"error":{"code":"storage_unavailable","message":"m"}}"#) else { panic!("an error") };
         assert!(e.is_retry_safe());
         assert!(parse_line(b"{\"seq\":1}").is_err());
+        // Written back as it came.
+        for line in [&e_line[..], &b_line[..]] {
+            let Ok(Line::Event(ev)) = parse_line(line) else { panic!("an event") };
+            assert_eq!(serde_json::to_vec(&ev).unwrap(), line);
+        }
         assert!(parse_line(b"not json").is_err());
     }
 
