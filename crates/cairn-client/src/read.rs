@@ -72,26 +72,38 @@ pub(crate) enum Item {
     End,
 }
 
-/// The body of one answer, split into lines as it arrives.
+/// The body of one answer, split into lines as it arrives. Lines inside
+/// a chunk are handed out without copying; only a line split between two
+/// chunks is copied together.
 struct LineBody {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
-    buf: BytesMut,
+    chunk: Bytes,
+    partial: BytesMut,
 }
 
 impl LineBody {
+    fn new(body: BoxStream<'static, reqwest::Result<Bytes>>) -> LineBody {
+        LineBody { body, chunk: Bytes::new(), partial: BytesMut::new() }
+    }
+
     /// The next line; `Ok(None)` at the end of the body. A last line
     /// without its newline was cut off and is dropped.
     async fn next_line(&mut self) -> std::result::Result<Option<Bytes>, reqwest::Error> {
-        let mut scanned = 0;
         loop {
-            if let Some(i) = self.buf[scanned..].iter().position(|b| *b == b'\n') {
-                let mut line = self.buf.split_to(scanned + i + 1);
-                line.truncate(line.len() - 1);
-                return Ok(Some(line.freeze()));
+            if let Some(i) = memchr::memchr(b'\n', &self.chunk) {
+                let line = self.chunk.split_to(i + 1);
+                if self.partial.is_empty() {
+                    return Ok(Some(line.slice(..i)));
+                }
+                self.partial.extend_from_slice(&line[..i]);
+                return Ok(Some(self.partial.split().freeze()));
             }
-            scanned = self.buf.len();
+            if !self.chunk.is_empty() {
+                self.partial.extend_from_slice(&self.chunk);
+                self.chunk = Bytes::new();
+            }
             match self.body.next().await {
-                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                Some(chunk) => self.chunk = chunk?,
                 None => return Ok(None),
             }
         }
@@ -160,7 +172,7 @@ impl Reader {
         let c = &self.store.client;
         let make = || c.request_url(Method::GET, url.clone()).header(header::ACCEPT, "application/x-ndjson");
         let resp = c.try_send_timed(make).await.0?;
-        self.body = Some(LineBody { body: resp.bytes_stream().boxed(), buf: BytesMut::new() });
+        self.body = Some(LineBody::new(resp.bytes_stream().boxed()));
         Ok(())
     }
 
