@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             out.write_all(b"\n")?;
             bytes += e.data.len() as u64;
             n += 1;
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 bar.set_position(n);
                 bar.set_message(format!("{}", indicatif::HumanBytes(bytes)));
             }

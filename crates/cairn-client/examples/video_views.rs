@@ -20,7 +20,7 @@
 #![allow(dead_code)]
 
 #[path = "../tests/support/node.rs"]
-mod node;
+pub mod node;
 
 use std::collections::BTreeMap;
 use cairn_client::projection::{Options, Projection, Runner, Sink};
@@ -106,7 +106,7 @@ impl StatementStore {
 
     /// One execution: the doc replaced, if no one else changed it.
     async fn execute(&mut self) -> Result<(), Error> {
-        let body = serde_json::to_vec(&self.state).map_err(|e| bad(e))?;
+        let body = serde_json::to_vec(&self.state).map_err(bad)?;
         let pre = self.etag.take().map_or(Precondition::Absent, Precondition::Matches);
         self.etag = Some(self.store.put_doc(&self.key, body, "application/json", pre).await?);
         self.executions += 1;
@@ -119,7 +119,7 @@ impl Sink for StatementStore {
 
     async fn checkpoint(&mut self) -> Result<Option<u64>, Error> {
         if let Some(d) = self.store.get_doc(&self.key).await? {
-            self.state = serde_json::from_slice(&d.body).map_err(|e| bad(e))?;
+            self.state = serde_json::from_slice(&d.body).map_err(bad)?;
             self.etag = Some(d.etag);
         }
         Ok(self.state.checkpoint)
@@ -193,10 +193,10 @@ async fn strategy<P: Projection<Write = Increment>>(client: &Client, n: usize, s
     let mut progress = runner.progress();
     // The live views come one by one, each after the view has caught up.
     let live = async {
-        progress.wait_for(|p| p.caught_up).await.map_err(|e| bad(e))?;
+        progress.wait_for(|p| p.caught_up).await.map_err(bad)?;
         for i in 0..LIVE_VIEWS {
             let at = store.append("videos", vec![view_event(i)], Expected::Any).await?;
-            progress.wait_for(|p| p.position > at.last_seq).await.map_err(|e| bad(e))?;
+            progress.wait_for(|p| p.position > at.last_seq).await.map_err(bad)?;
         }
         Ok::<_, Error>(())
     };
@@ -212,7 +212,7 @@ async fn strategy<P: Projection<Write = Increment>>(client: &Client, n: usize, s
         }
     }
     let stored: Counts = match store.get_doc("views").await? {
-        Some(d) => serde_json::from_slice(&d.body).map_err(|e| bad(e))?,
+        Some(d) => serde_json::from_slice(&d.body).map_err(bad)?,
         None => Counts::default(),
     };
     Ok(Outcome { strategy, cost_tenths: sink.cost_tenths, writes: sink.executions, counts: stored, expected })

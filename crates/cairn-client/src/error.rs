@@ -56,10 +56,11 @@ pub struct StreamConflict {
     pub current_revision: Option<u64>,
 }
 
-/// An error from the client or the node.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
-pub struct Error {
+/// An error from the client or the node (boxed: one pointer wide).
+pub struct Error(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     status: Option<u16>,
     code: Option<String>,
@@ -67,8 +68,32 @@ pub struct Error {
     current_revision: Option<u64>,
     conflicts: Vec<StreamConflict>,
     retry_after: Option<Duration>,
-    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)?;
+        if let Some(c) = &self.0.code {
+            write!(f, " ({c})")?;
+        }
+        if let Some(s) = &self.0.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// The node's error object.
@@ -90,45 +115,45 @@ struct WireErrorBody {
 impl Error {
     /// An error of this kind (for sinks and projections of your own).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, status: None, code: None, message: message.into(), current_revision: None, conflicts: Vec::new(), retry_after: None, source: None }
+        Error(Box::new(Inner { kind, status: None, code: None, message: message.into(), current_revision: None, conflicts: Vec::new(), retry_after: None, source: None }))
     }
 
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// Shorthand for `self.kind().is_retry_safe()`.
     pub fn is_retry_safe(&self) -> bool {
-        self.kind.is_retry_safe()
+        self.0.kind.is_retry_safe()
     }
 
     /// The HTTP status, when the node answered.
     pub fn status(&self) -> Option<u16> {
-        self.status
+        self.0.status
     }
 
     /// The node's error code (`wrong_expected_revision`, `store_not_found`, ...).
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.0.code.as_deref()
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// On a 409 for one stream: its revision now (`None`: no events).
     pub fn current_revision(&self) -> Option<u64> {
-        self.current_revision
+        self.0.current_revision
     }
 
     /// On a 409: every stream that failed its expectation.
     pub fn conflicts(&self) -> &[StreamConflict] {
-        &self.conflicts
+        &self.0.conflicts
     }
 
     /// How long the node asked to wait before retrying.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 
     /// An error object the node sent: as an answer, or as the last line of a
@@ -149,7 +174,7 @@ impl Error {
             // Other 5xx say nothing about what was done.
             _ => ErrorKind::OutcomeUnknown,
         };
-        Error {
+        Error(Box::new(Inner {
             kind,
             status,
             code: Some(e.code),
@@ -158,7 +183,7 @@ impl Error {
             conflicts: e.streams,
             retry_after,
             source: None,
-        }
+        }))
     }
 
     /// A non-2xx answer.
@@ -187,7 +212,9 @@ impl Error {
     pub(crate) fn transport(e: reqwest::Error, sent: bool) -> Error {
         let kind = if e.is_connect() || !sent { ErrorKind::Unavailable } else { ErrorKind::OutcomeUnknown };
         let what = if e.is_timeout() { "request timed out" } else if e.is_connect() { "cannot connect to the node" } else { "connection failed" };
-        Error { source: Some(Box::new(e)), ..Error::new(kind, what) }
+        let mut err = Error::new(kind, what);
+        err.0.source = Some(Box::new(e));
+        err
     }
 
     pub(crate) fn protocol(message: impl Into<String>) -> Error {

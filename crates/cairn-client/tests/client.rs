@@ -1,4 +1,5 @@
 //! The client against a real node on a loopback socket.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

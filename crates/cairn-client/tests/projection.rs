@@ -1,5 +1,6 @@
 //! The projection runner against a real node: batching, live flushes,
 //! and crashes at random points.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The samples in `examples/`, run as the processes a user would run,
 //! against a real node. Build them first: `cargo build --examples`
 //! (`scripts/test` does).
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

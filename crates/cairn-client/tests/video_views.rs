@@ -1,14 +1,12 @@
 //! The seed's video-views exercise: the costs of its four strategies.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../examples/video_views.rs"]
 mod video_views;
 
-#[path = "support/node.rs"]
-mod node;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_strategies_cost_what_the_seed_says() {
-    let node = node::Node::memory().await;
+    let node = video_views::node::Node::memory().await;
     let outcomes = video_views::run(&node.url).await.unwrap();
     for o in &outcomes {
         println!("{}", video_views::line(o, outcomes[0].cost_tenths));
