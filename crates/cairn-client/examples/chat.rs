@@ -45,11 +45,7 @@ struct Said {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let mut client = Client::builder(&args.url);
-    if let Some(t) = &args.token {
-        client = client.token(t);
-    }
-    let store = client.build()?.store(&args.store);
+    let store = Client::builder(&args.url).token(args.token.unwrap_or_default()).build()?.store(&args.store);
     store.create().await?;
     let stream = format!("room-{}", args.room);
     // Start `history` messages back: the newest one's revision tells where.

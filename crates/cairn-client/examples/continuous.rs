@@ -78,11 +78,7 @@ impl Projection for ByType {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let mut client = Client::builder(&args.url);
-    if let Some(t) = &args.token {
-        client = client.token(t);
-    }
-    let store = client.build()?.store(&args.store);
+    let store = Client::builder(&args.url).token(args.token.unwrap_or_default()).build()?.store(&args.store);
     let view = DocView::<Stats>::new(store.clone(), &args.doc);
     let opts = Options { batch_size: args.batch, ..Options::default() };
     let mut runner = Runner::new(store, ByType, view).options(opts);

@@ -36,11 +36,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let mut client = Client::builder(&args.url);
-    if let Some(t) = &args.token {
-        client = client.token(t);
-    }
-    let store = client.build()?.store(&args.store);
+    let store = Client::builder(&args.url).token(args.token.unwrap_or_default()).build()?.store(&args.store);
     let end = store.info().await?.next_seq;
     let total = end.saturating_sub(args.from);
     let out: Box<dyn Write> = match &args.out {
