@@ -1,207 +1,60 @@
-//! `cairn`: the Cairn command. `cairn serve` runs an HTTP node.
+//! `cairn`: the Cairn command. `cairn serve` runs an HTTP node; the other
+//! subcommands talk to one (`--url`, `CAIRN_URL`) or read storage directly
+//! (`inspect`).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+mod bench;
+mod inspect;
+mod remote;
+mod serve;
+mod transfer;
 
-use anyhow::Context;
-use cairn_engine::storage::{self, StorageOptions};
-use cairn_engine::EngineConfig;
-use cairn_server::{router, AppState, ServerConfig};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Cairn: an event store on object storage")]
+#[command(name = "cairn", version, about = "Cairn: an event store on object storage", after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+const EXAMPLES: &str = "\
+Examples:
+  cairn serve                                      a node on 127.0.0.1:7070, stores in ./data
+  cairn stores create shop
+  cairn append shop order-1 -t OrderPlaced -d '{\"total\":12}' --expected no_stream
+  cairn read shop --follow                         tail the whole store live
+  cairn export shop --out shop.ndjson && cairn import copy shop.ndjson --create
+  cairn inspect ./data/shop/<incarnation>/seg/<id>.seg --verify
+
+Commands other than serve and inspect talk to the node at --url (CAIRN_URL,
+default http://127.0.0.1:7070), with the token in CAIRN_TOKEN if it asks for one.
+Exit codes: 0 done, 1 failed, 2 usage error.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run an HTTP node (defaults: local directory ./data, 127.0.0.1:7070).
-    Serve(Serve),
+    Serve(serve::Serve),
+    /// List, create, delete and describe stores.
+    Stores(remote::StoresCmd),
+    /// Append events to a stream (or to many, from NDJSON), atomically.
+    Append(remote::AppendCmd),
+    /// Read a store or a stream; --follow to tail it live.
+    Read(remote::ReadCmd),
+    /// Get, put and delete docs (compare-and-swap with --if-match).
+    Doc(remote::DocCmd),
+    /// Append the events of an NDJSON file (as `export` writes it), in batches.
+    Import(transfer::ImportCmd),
+    /// Write a store's events as NDJSON.
+    Export(transfer::ExportCmd),
+    /// Show the layout of a segment, index object or manifest, with no node
+    /// running; --verify checks every checksum.
+    Inspect(inspect::InspectCmd),
+    /// Load a node: appends or reads, printing throughput and latency.
+    Bench(bench::BenchCmd),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Cloud storage settings (each also read from its CAIRN_* variable).
-#[derive(clap::Args)]
-#[command(next_help_heading = "Cloud storage")]
-struct Cloud {
-    /// S3-compatible endpoint (MinIO, SeaweedFS, R2, ...; path-style by
-    /// default), or an Azure blob endpoint.
-    #[arg(long, env = "CAIRN_STORAGE_ENDPOINT")]
-    storage_endpoint: Option<String>,
-    /// S3 region (default: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1).
-    #[arg(long, env = "CAIRN_STORAGE_REGION")]
-    storage_region: Option<String>,
-    /// Allow a plain-HTTP endpoint.
-    #[arg(long, env = "CAIRN_STORAGE_ALLOW_HTTP")]
-    storage_allow_http: bool,
-    /// S3: virtual-hosted-style requests (https://bucket.endpoint/key).
-    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOSTED_STYLE")]
-    s3_virtual_hosted_style: bool,
-    /// S3: credentials of this ~/.aws profile (SSO and credential_process
-    /// included). Needs a cairn built with `--features aws-sdk`, which also
-    /// reads AWS_PROFILE and profile regions.
-    #[arg(long, env = "CAIRN_AWS_PROFILE")]
-    aws_profile: Option<String>,
-    /// Azure storage account (default: AZURE_STORAGE_ACCOUNT_NAME).
-    #[arg(long, env = "CAIRN_AZURE_ACCOUNT")]
-    azure_account: Option<String>,
-    /// Use the Azurite emulator (its address from AZURITE_BLOB_STORAGE_URL,
-    /// default http://127.0.0.1:10000).
-    #[arg(long, env = "CAIRN_AZURE_EMULATOR")]
-    azure_emulator: bool,
-    /// Any object_store setting, KEY=VALUE, repeatable or comma-separated:
-    /// aws_role_arn, aws_session_token, azure_storage_sas_key,
-    /// azure_federated_token_file, ... Prefer the AWS_*/AZURE_* variables
-    /// for secrets: flags show up in process listings.
-    #[arg(long, env = "CAIRN_STORAGE_OPTIONS", value_delimiter = ',', value_parser = key_value)]
-    storage_option: Vec<(String, String)>,
-    /// Seconds a single storage request may take before it is retried.
-    #[arg(long, env = "CAIRN_STORAGE_TIMEOUT_SECS", default_value_t = 30)]
-    storage_timeout_secs: u64,
-    /// Retries of a failed storage request (5xx, throttling, resets).
-    #[arg(long, env = "CAIRN_STORAGE_RETRIES", default_value_t = 4)]
-    storage_retries: usize,
-}
-
-fn key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_ascii_lowercase(), v.to_string())),
-        _ => Err(format!("{s:?} is not KEY=VALUE")),
-    }
-}
-
-impl Cloud {
-    fn options(&self) -> StorageOptions {
-        StorageOptions {
-            endpoint: self.storage_endpoint.clone(),
-            region: self.storage_region.clone(),
-            allow_http: self.storage_allow_http,
-            virtual_hosted_style: self.s3_virtual_hosted_style,
-            azure_account: self.azure_account.clone(),
-            azure_emulator: self.azure_emulator,
-            aws_profile: self.aws_profile.clone(),
-            extra: self.storage_option.clone(),
-            request_timeout: Duration::from_secs(self.storage_timeout_secs),
-            max_retries: self.storage_retries,
-            ..StorageOptions::default()
-        }
-    }
-}
-
-#[derive(Parser)]
-struct Serve {
-    /// Where the stores live: a directory (or file:///path), s3://bucket/prefix,
-    /// az://container/prefix, or memory:// (lost on exit). Cloud credentials
-    /// come from the usual AWS_* and AZURE_* variables (see docs/OPERATIONS.md).
-    #[arg(long, env = "CAIRN_STORAGE", default_value = "./data")]
-    storage: String,
-    #[command(flatten)]
-    cloud: Cloud,
-    /// Address to listen on.
-    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7070")]
-    listen: SocketAddr,
-    /// Group commit: how long a store's writer waits for more appends (ms).
-    #[arg(long, env = "CAIRN_LINGER_MS", default_value_t = 1)]
-    linger_ms: u64,
-    /// Group commit: a batch is committed once it holds this many bytes.
-    #[arg(long, env = "CAIRN_MAX_BATCH_BYTES", default_value_t = 8 << 20)]
-    max_batch_bytes: usize,
-    /// Bytes of decoded blocks kept in memory.
-    #[arg(long, env = "CAIRN_BLOCK_CACHE_BYTES", default_value_t = 256 << 20)]
-    block_cache_bytes: u64,
-    /// Bytes of footers and index pages kept in memory.
-    #[arg(long, env = "CAIRN_META_CACHE_BYTES", default_value_t = 64 << 20)]
-    meta_cache_bytes: u64,
-    /// Request bodies over this many bytes get 413.
-    #[arg(long, env = "CAIRN_BODY_LIMIT", default_value_t = 64 << 20)]
-    body_limit: usize,
-    /// Seconds until a response must have started (503 past it).
-    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
-    request_timeout_secs: u64,
-    /// Seconds an append may take to commit before 503 commit_outcome_unknown.
-    #[arg(long, env = "CAIRN_COMMIT_TIMEOUT_SECS", default_value_t = 10)]
-    commit_timeout_secs: u64,
-    /// Long-polls and live tails held at once (429 past it).
-    #[arg(long, env = "CAIRN_MAX_WAITERS", default_value_t = 10_000)]
-    max_waiters: usize,
-    /// How often a node looks for commits of other nodes while someone
-    /// long-polls or tails a store (ms). Nobody waiting: no polling.
-    #[arg(long, env = "CAIRN_POLL_INTERVAL_MS", default_value_t = 200)]
-    poll_interval_ms: u64,
-    /// Log format.
-    #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: LogFormat,
-}
-
-async fn serve(a: Serve) -> anyhow::Result<()> {
-    let storage = storage::open(&a.storage, &a.cloud.options())?;
-    storage::probe_create_if_absent(storage.as_ref()).await.with_context(|| format!("storage {:?}", a.storage))?;
-    let cfg = EngineConfig {
-        linger: Duration::from_millis(a.linger_ms),
-        max_batch_bytes: a.max_batch_bytes,
-        block_cache_bytes: a.block_cache_bytes,
-        meta_cache_bytes: a.meta_cache_bytes,
-        commit_timeout: Duration::from_secs(a.commit_timeout_secs),
-        poll_interval: Duration::from_millis(a.poll_interval_ms.max(1)),
-        ..EngineConfig::default()
-    };
-    let metrics = Arc::new(cairn_server::metrics::Metrics::new());
-    let engine = AppState::engine_with_metrics(storage, cfg, &metrics);
-    let server = ServerConfig {
-        body_limit: a.body_limit,
-        request_timeout: Duration::from_secs(a.request_timeout_secs),
-        max_waiters: a.max_waiters,
-        ..ServerConfig::default()
-    };
-    let state = AppState::with_metrics(engine.clone(), server, metrics);
-    let app = router(state.clone());
-    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::warn!("no --tokens file: the API is open to anyone who can reach {addr}");
-    tracing::info!(%addr, storage = %a.storage, "cairn is serving");
-    // Printed for scripts and tests that start on port 0.
-    println!("listening on {addr}");
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing requests in flight");
-            state.begin_shutdown();
-        })
-        .await?;
-    tracing::info!("draining the writers");
-    engine.shutdown().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn main() -> std::process::ExitCode {
@@ -210,14 +63,24 @@ fn main() -> std::process::ExitCode {
         Command::Serve(a) => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into());
             match a.log_format {
-                LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
-                LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init(),
+                serve::LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+                serve::LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init(),
             }
-            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(serve(a)))
+            runtime().and_then(|rt| rt.block_on(serve::serve(a)))
         }
+        Command::Stores(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Append(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Read(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Doc(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Import(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Export(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Inspect(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Bench(c) => runtime().and_then(|rt| rt.block_on(c.run())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `cairn read ... | head`: the reader left; not a failure.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line: the context and its causes, outermost first.
             eprintln!("error: {e:#}");

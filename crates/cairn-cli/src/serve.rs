@@ -1,0 +1,193 @@
+//! `cairn serve`: an HTTP node over a storage URL.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_engine::storage::{self, StorageOptions};
+use cairn_engine::EngineConfig;
+use cairn_server::{router, AppState, ServerConfig};
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Cloud storage settings (each also read from its CAIRN_* variable).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Cloud storage")]
+pub struct Cloud {
+    /// S3-compatible endpoint (MinIO, SeaweedFS, R2, ...; path-style by
+    /// default), or an Azure blob endpoint.
+    #[arg(long, env = "CAIRN_STORAGE_ENDPOINT")]
+    storage_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long, env = "CAIRN_STORAGE_REGION")]
+    storage_region: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    #[arg(long, env = "CAIRN_STORAGE_ALLOW_HTTP")]
+    storage_allow_http: bool,
+    /// S3: virtual-hosted-style requests (https://bucket.endpoint/key).
+    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOSTED_STYLE")]
+    s3_virtual_hosted_style: bool,
+    /// S3: credentials of this ~/.aws profile (SSO and credential_process
+    /// included). Needs a cairn built with `--features aws-sdk`, which also
+    /// reads AWS_PROFILE and profile regions.
+    #[arg(long, env = "CAIRN_AWS_PROFILE")]
+    aws_profile: Option<String>,
+    /// Azure storage account (default: AZURE_STORAGE_ACCOUNT_NAME).
+    #[arg(long, env = "CAIRN_AZURE_ACCOUNT")]
+    azure_account: Option<String>,
+    /// Use the Azurite emulator (its address from AZURITE_BLOB_STORAGE_URL,
+    /// default http://127.0.0.1:10000).
+    #[arg(long, env = "CAIRN_AZURE_EMULATOR")]
+    azure_emulator: bool,
+    /// Any object_store setting, KEY=VALUE, repeatable or comma-separated:
+    /// aws_role_arn, aws_session_token, azure_storage_sas_key,
+    /// azure_federated_token_file, ... Prefer the AWS_*/AZURE_* variables
+    /// for secrets: flags show up in process listings.
+    #[arg(long, env = "CAIRN_STORAGE_OPTIONS", value_delimiter = ',', value_parser = key_value)]
+    storage_option: Vec<(String, String)>,
+    /// Seconds a single storage request may take before it is retried.
+    #[arg(long, env = "CAIRN_STORAGE_TIMEOUT_SECS", default_value_t = 30)]
+    storage_timeout_secs: u64,
+    /// Retries of a failed storage request (5xx, throttling, resets).
+    #[arg(long, env = "CAIRN_STORAGE_RETRIES", default_value_t = 4)]
+    storage_retries: usize,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_ascii_lowercase(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+impl Cloud {
+    pub fn options(&self) -> StorageOptions {
+        StorageOptions {
+            endpoint: self.storage_endpoint.clone(),
+            region: self.storage_region.clone(),
+            allow_http: self.storage_allow_http,
+            virtual_hosted_style: self.s3_virtual_hosted_style,
+            azure_account: self.azure_account.clone(),
+            azure_emulator: self.azure_emulator,
+            aws_profile: self.aws_profile.clone(),
+            extra: self.storage_option.clone(),
+            request_timeout: Duration::from_secs(self.storage_timeout_secs),
+            max_retries: self.storage_retries,
+            ..StorageOptions::default()
+        }
+    }
+}
+
+#[derive(Parser)]
+pub struct Serve {
+    /// Where the stores live: a directory (or file:///path), s3://bucket/prefix,
+    /// az://container/prefix, or memory:// (lost on exit). Cloud credentials
+    /// come from the usual AWS_* and AZURE_* variables (see docs/OPERATIONS.md).
+    #[arg(long, env = "CAIRN_STORAGE", default_value = "./data")]
+    storage: String,
+    #[command(flatten)]
+    cloud: Cloud,
+    /// Address to listen on.
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Group commit: how long a store's writer waits for more appends (ms).
+    #[arg(long, env = "CAIRN_LINGER_MS", default_value_t = 1)]
+    linger_ms: u64,
+    /// Group commit: a batch is committed once it holds this many bytes.
+    #[arg(long, env = "CAIRN_MAX_BATCH_BYTES", default_value_t = 8 << 20)]
+    max_batch_bytes: usize,
+    /// Bytes of decoded blocks kept in memory.
+    #[arg(long, env = "CAIRN_BLOCK_CACHE_BYTES", default_value_t = 256 << 20)]
+    block_cache_bytes: u64,
+    /// Bytes of footers and index pages kept in memory.
+    #[arg(long, env = "CAIRN_META_CACHE_BYTES", default_value_t = 64 << 20)]
+    meta_cache_bytes: u64,
+    /// Request bodies over this many bytes get 413.
+    #[arg(long, env = "CAIRN_BODY_LIMIT", default_value_t = 64 << 20)]
+    body_limit: usize,
+    /// Seconds until a response must have started (503 past it).
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    request_timeout_secs: u64,
+    /// Seconds an append may take to commit before 503 commit_outcome_unknown.
+    #[arg(long, env = "CAIRN_COMMIT_TIMEOUT_SECS", default_value_t = 10)]
+    commit_timeout_secs: u64,
+    /// Long-polls and live tails held at once (429 past it).
+    #[arg(long, env = "CAIRN_MAX_WAITERS", default_value_t = 10_000)]
+    max_waiters: usize,
+    /// How often a node looks for commits of other nodes while someone
+    /// long-polls or tails a store (ms). Nobody waiting: no polling.
+    #[arg(long, env = "CAIRN_POLL_INTERVAL_MS", default_value_t = 200)]
+    poll_interval_ms: u64,
+    /// Log format.
+    #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+pub async fn serve(a: Serve) -> anyhow::Result<()> {
+    let storage = storage::open(&a.storage, &a.cloud.options())?;
+    storage::probe_create_if_absent(storage.as_ref()).await.with_context(|| format!("storage {:?}", a.storage))?;
+    let cfg = EngineConfig {
+        linger: Duration::from_millis(a.linger_ms),
+        max_batch_bytes: a.max_batch_bytes,
+        block_cache_bytes: a.block_cache_bytes,
+        meta_cache_bytes: a.meta_cache_bytes,
+        commit_timeout: Duration::from_secs(a.commit_timeout_secs),
+        poll_interval: Duration::from_millis(a.poll_interval_ms.max(1)),
+        ..EngineConfig::default()
+    };
+    let metrics = Arc::new(cairn_server::metrics::Metrics::new());
+    let engine = AppState::engine_with_metrics(storage, cfg, &metrics);
+    let server = ServerConfig {
+        body_limit: a.body_limit,
+        request_timeout: Duration::from_secs(a.request_timeout_secs),
+        max_waiters: a.max_waiters,
+        ..ServerConfig::default()
+    };
+    let state = AppState::with_metrics(engine.clone(), server, metrics);
+    let app = router(state.clone());
+    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::warn!("no --tokens file: the API is open to anyone who can reach {addr}");
+    tracing::info!(%addr, storage = %a.storage, "cairn is serving");
+    // Printed for scripts and tests that start on port 0.
+    println!("listening on {addr}");
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            state.begin_shutdown();
+        })
+        .await?;
+    tracing::info!("draining the writers");
+    engine.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
