@@ -78,7 +78,7 @@ impl StoresCmd {
                 let i = c.store(&name).info().await.with_context(|| format!("store {name}"))?;
                 let v = serde_json::json!({
                     "name": i.name, "incarnation": i.incarnation, "next_seq": i.next_seq, "version": i.version,
-                    "idempotency_window": i.idempotency_window, "segments": i.segments, "index_objects": i.index_objects, "last_ts": i.last_ts,
+                    "idempotency_window": i.idempotency_window, "segments": i.segments, "index_objects": i.index_objects, "last_ts": i.last_ts, "bytes": i.bytes,
                 });
                 writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             }

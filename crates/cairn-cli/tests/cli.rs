@@ -231,6 +231,10 @@ fn inspect_reads_segments_indexes_and_manifests_and_finds_corruption() {
     };
     let out = ok(&run(&s, &["inspect", idx.to_str().unwrap(), "--verify"]));
     assert!(out.starts_with("index object ") && out.contains("verified:"), "{out}");
+    // The store's size counts what the index object covers too.
+    let info: Value = serde_json::from_str(&ok(&run(&s, &["stores", "info", "i"]))).unwrap();
+    let floor = std::fs::metadata(&idx).unwrap().len() + std::fs::metadata(&seg).unwrap().len();
+    assert!(info["bytes"].as_u64().unwrap() >= floor, "{info} vs {floor}");
     // A flipped byte in a block: the footer is fine, --verify is not.
     let copy = dir.path().join("bad.seg");
     let mut bytes = std::fs::read(&seg).unwrap();

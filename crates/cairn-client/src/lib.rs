@@ -134,6 +134,9 @@ pub struct StoreInfo {
     pub index_objects: u64,
     #[serde(default)]
     pub last_ts: i64,
+    /// Bytes of the store's segments and index objects.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// The answer to a one-stream append.

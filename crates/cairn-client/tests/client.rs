@@ -24,7 +24,9 @@ async fn stores_are_created_listed_described_and_deleted() {
     assert!(!s.create().await.unwrap(), "existed");
     assert_eq!(c.list_stores().await.unwrap(), vec!["shop".to_string()]);
     let info = s.info().await.unwrap();
-    assert_eq!((info.name.as_str(), info.next_seq), ("shop", 0));
+    assert_eq!((info.name.as_str(), info.next_seq, info.bytes), ("shop", 0, 0));
+    s.append("x", vec![ev("T", 0)], Expected::Any).await.unwrap();
+    assert!(s.info().await.unwrap().bytes > 0, "a segment's bytes");
     s.delete().await.unwrap();
     assert_eq!(s.info().await.unwrap_err().kind(), ErrorKind::NotFound);
     let bad = c.store("Bad_Name").create().await.unwrap_err();

@@ -224,6 +224,8 @@ pub struct StoreInfo {
     pub segments: usize,
     pub index_objects: usize,
     pub last_ts: i64,
+    /// Bytes of the segments and index objects that make up the store.
+    pub bytes: u64,
 }
 
 /// The node's clock, for event timestamps only (GC uses the store's clock).
@@ -402,6 +404,11 @@ impl Engine {
     pub async fn store_info(&self, name: &str) -> Result<StoreInfo, StoreError> {
         let s = self.open(name).await?;
         let m = s.refresh().await?;
+        // Segments behind index objects are listed in their footers (cached).
+        let mut bytes: u64 = m.segments.iter().map(|g| g.bytes).sum();
+        for i in &m.indexes {
+            bytes += i.bytes + s.index_footer(i).await?.segments.iter().map(|g| g.bytes).sum::<u64>();
+        }
         Ok(StoreInfo {
             name: name.into(),
             incarnation: m.incarnation.clone(),
@@ -411,6 +418,7 @@ impl Engine {
             segments: m.segments.len(),
             index_objects: m.indexes.len(),
             last_ts: m.last_ts,
+            bytes,
         })
     }
 

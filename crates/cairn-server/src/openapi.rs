@@ -45,6 +45,8 @@ pub struct StoreInfo {
     pub segments: u64,
     pub index_objects: u64,
     pub last_ts: i64,
+    /// Bytes of the store's segments and index objects.
+    pub bytes: u64,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -76,6 +76,7 @@ fn info_json(i: cairn_engine::StoreInfo) -> api::StoreInfo {
         segments: i.segments as u64,
         index_objects: i.index_objects as u64,
         last_ts: i.last_ts,
+        bytes: i.bytes,
     }
 }
 
