@@ -124,6 +124,9 @@ pub struct Serve {
     /// long-polls or tails a store (ms). Nobody waiting: no polling.
     #[arg(long, env = "CAIRN_POLL_INTERVAL_MS", default_value_t = 200)]
     poll_interval_ms: u64,
+    /// Do not serve the web console at /.
+    #[arg(long, env = "CAIRN_NO_CONSOLE")]
+    no_console: bool,
     /// Log format.
     #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -147,6 +150,7 @@ pub async fn serve(a: Serve) -> anyhow::Result<()> {
         body_limit: a.body_limit,
         request_timeout: Duration::from_secs(a.request_timeout_secs),
         max_waiters: a.max_waiters,
+        console: !a.no_console,
         ..ServerConfig::default()
     };
     let state = AppState::with_metrics(engine.clone(), server, metrics);
@@ -155,6 +159,9 @@ pub async fn serve(a: Serve) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::warn!("no --tokens file: the API is open to anyone who can reach {addr}");
     tracing::info!(%addr, storage = %a.storage, "cairn is serving");
+    if !a.no_console {
+        tracing::info!("web console at http://{addr}/");
+    }
     // Printed for scripts and tests that start on port 0.
     println!("listening on {addr}");
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -14,6 +14,7 @@
 //! # }
 //! ```
 
+mod console;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// Long-polls and live tails held at once on this node.
     pub max_waiters: usize,
+    /// Serve the web console at `/`.
+    pub console: bool,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             max_wait: Duration::from_secs(30),
             heartbeat: Duration::from_secs(15),
             max_waiters: 10_000,
+            console: true,
         }
     }
 }
@@ -111,10 +115,13 @@ impl AppState {
     }
 }
 
-/// The whole API: `/v1/...`, `/healthz`, `/readyz`, `/metrics`.
+/// The whole API: `/v1/...`, `/healthz`, `/readyz`, `/metrics`, and the
+/// web console at `/` (unless `ServerConfig::console` is off).
 pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
+    let console = if state.config.console { console::routes() } else { Router::new() };
     Router::new()
+        .merge(console)
         .nest("/v1", routes::v1(limit))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

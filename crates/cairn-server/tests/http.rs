@@ -345,6 +345,31 @@ async fn too_many_waiters_get_429() {
     assert_eq!(n.get("/v1/stores/s/events?wait=1").await.0, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_with_a_strict_policy_and_can_be_turned_off() {
+    let n = start(Backend::Memory).await;
+    let page = n.http.get(n.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let h = page.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/console/console.js") && html.contains("/console/console.css"));
+    for (path, ct) in [("/console/console.js", "text/javascript"), ("/console/console.css", "text/css")] {
+        let r = n.http.get(n.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(ct), "{path}");
+        assert!(r.text().await.unwrap().len() > 1000, "{path} is the real asset");
+    }
+    assert_eq!(n.get("/console/nope.js").await.0, 404);
+    let off = start_cfg(Backend::Memory, ServerConfig { console: false, ..ServerConfig::default() }).await;
+    let (s, v) = off.get("/").await;
+    assert_eq!((s, code(&v)), (404, "not_found"));
+    assert_eq!(off.get("/v1/stores").await.0, 200, "the API stays");
+}
+
 async fn docs_with_etags(b: Backend) {
     let n = start(b).await;
     n.put("/v1/stores/s").await;
