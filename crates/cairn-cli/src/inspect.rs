@@ -26,7 +26,8 @@ pub struct InspectCmd {
     /// A local file, or an object key when --storage is given.
     path: String,
     /// Read the object from this storage URL (a directory, s3://, az://).
-    #[arg(long, env = "CAIRN_STORAGE")]
+    /// Not read from CAIRN_STORAGE: a path means a file unless this is given.
+    #[arg(long)]
     storage: Option<String>,
     #[command(flatten)]
     cloud: crate::serve::Cloud,
