@@ -11,7 +11,8 @@
 
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import assert from 'node:assert/strict';
@@ -24,11 +25,16 @@ const images = resolve(process.env.CAIRN_SCREENSHOTS || 'docs/images');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const dir = mkdtempSync(join(tmpdir(), 'cairn-console-'));
-const node = spawn(bin, ['serve', '--storage', dir, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, CAIRN_LOG: 'warn' } });
-const base = await new Promise((ok, fail) => {
-  node.on('exit', (code) => fail(new Error(`cairn serve exited with ${code}`)));
-  createInterface({ input: node.stdout }).once('line', (line) => ok(`http://${line.replace('listening on ', '').trim()}`));
-});
+const nodes = [];
+async function serve(args) {
+  const node = spawn(bin, ['serve', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, CAIRN_LOG: 'error' } });
+  nodes.push(node);
+  return new Promise((ok, fail) => {
+    node.on('exit', (code) => fail(new Error(`cairn serve exited with ${code}`)));
+    createInterface({ input: node.stdout }).once('line', (line) => ok(`http://${line.replace('listening on ', '').trim()}`));
+  });
+}
+const base = await serve(['--storage', join(dir, 'open')]);
 
 async function call(method, path, body, headers = {}) {
   const r = await fetch(`${base}/v1${path}`, { method, headers: { 'Content-Type': 'application/json', ...headers }, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -156,6 +162,27 @@ try {
   // The 412 of the stale doc edit and the 404 of the missing store are expected.
   assert.deepEqual(errors.filter((e) => !/status of (404|412)/.test(e)), [], 'no script errors');
 
+  step = 'token';
+  // A node with tokens: the console asks for one, then works with it.
+  const sha = createHash('sha256').update('console-secret').digest('hex');
+  writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ tokens: [{ name: 'ops', sha256: sha, stores: ['*'], rights: ['read', 'write', 'admin'] }] }));
+  const guarded = await serve(['--storage', join(dir, 'guarded'), '--tokens', join(dir, 'tokens.json')]);
+  await fetch(`${guarded}/v1/stores/secret-store`, { method: 'PUT', headers: { Authorization: 'Bearer console-secret' } });
+  const p3 = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+  page = p3;
+  await p3.goto(guarded + '/');
+  await p3.getByTestId('token-input').fill('wrong');
+  await p3.getByTestId('token-save').click();
+  await p3.locator('#token-why').filter({ hasText: 'refused' }).waitFor();
+  await p3.getByTestId('token-input').fill('console-secret');
+  await p3.getByTestId('token-save').click();
+  await p3.getByTestId('store-secret-store').waitFor();
+  await p3.getByTestId('store-secret-store').click();
+  await p3.getByTestId('tab-live').click();
+  await p3.getByTestId('live-status').filter({ hasText: 'live' }).waitFor();
+  await fetch(`${guarded}/v1/stores/secret-store/streams/s/events`, { method: 'POST', headers: { Authorization: 'Bearer console-secret', 'Content-Type': 'application/json' }, body: '[{"type":"T","data":1}]' });
+  await p3.getByTestId('event-0').waitFor({ timeout: 5000 });
+
   console.log(`console: ok (live event shown ${lag} ms after its append was sent)`);
 } catch (e) {
   console.error(`console test failed at step "${step}": ${e.stack || e}`);
@@ -163,6 +190,6 @@ try {
   process.exitCode = 1;
 } finally {
   if (browser) await browser.close();
-  node.kill('SIGKILL');
+  for (const n of nodes) n.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 }

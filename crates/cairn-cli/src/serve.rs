@@ -124,6 +124,14 @@ pub struct Serve {
     /// long-polls or tails a store (ms). Nobody waiting: no polling.
     #[arg(long, env = "CAIRN_POLL_INTERVAL_MS", default_value_t = 200)]
     poll_interval_ms: u64,
+    /// Bearer tokens: a JSON file of SHA-256 hashes scoped to stores and
+    /// rights (docs/SECURITY.md). Reloaded on SIGHUP. Without it the API is
+    /// open to anyone who can reach the node.
+    #[arg(long, env = "CAIRN_TOKENS")]
+    tokens: Option<std::path::PathBuf>,
+    /// With --tokens: serve /metrics without a token too.
+    #[arg(long, env = "CAIRN_METRICS_PUBLIC")]
+    metrics_public: bool,
     /// Do not serve the web console at /.
     #[arg(long, env = "CAIRN_NO_CONSOLE")]
     no_console: bool,
@@ -153,11 +161,19 @@ pub async fn serve(a: Serve) -> anyhow::Result<()> {
         console: !a.no_console,
         ..ServerConfig::default()
     };
-    let state = AppState::with_metrics(engine.clone(), server, metrics);
+    let mut state = AppState::with_metrics(engine.clone(), server, metrics);
+    if let Some(path) = &a.tokens {
+        let auth = Arc::new(cairn_server::auth::Auth::load(path, a.metrics_public).map_err(anyhow::Error::msg)?);
+        tracing::info!(tokens = auth.current().len(), file = %path.display(), "tokens loaded; SIGHUP reloads them");
+        reload_on_hangup(auth.clone());
+        state = state.with_auth(auth);
+    }
     let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
-    tracing::warn!("no --tokens file: the API is open to anyone who can reach {addr}");
+    if a.tokens.is_none() {
+        tracing::warn!("no --tokens file: the API is open to anyone who can reach {addr}");
+    }
     tracing::info!(%addr, storage = %a.storage, "cairn is serving");
     if !a.no_console {
         tracing::info!("web console at http://{addr}/");
@@ -178,6 +194,23 @@ pub async fn serve(a: Serve) -> anyhow::Result<()> {
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the tokens file again on every SIGHUP; a bad file keeps the tokens
+/// in force.
+fn reload_on_hangup(auth: Arc<cairn_server::auth::Auth>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(n) => tracing::info!(tokens = n, "tokens reloaded"),
+                Err(e) => tracing::error!(error = %e, "tokens not reloaded; the previous ones stay in force"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = auth;
 }
 
 async fn shutdown_signal() {

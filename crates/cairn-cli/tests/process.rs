@@ -231,3 +231,46 @@ async fn aws_profile_signs_s3_requests() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn sha256_hex(t: &str) -> String {
+    // The same digest the node uses; computed by the `sha256sum` everyone has.
+    let mut child = Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), t.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn tokens_guard_the_api_reload_on_sighup_and_a_bad_file_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
+    let write = |secret: &str| {
+        let t = json!({"tokens": [{"name": "ops", "sha256": sha256_hex(secret), "stores": ["*"], "rights": ["read", "write", "admin"]}]});
+        std::fs::write(&file, t.to_string()).unwrap();
+    };
+    write("first-secret");
+    let data = dir.path().join("data");
+    let s = Server::spawn(&[std::ffi::OsStr::new("--storage"), data.as_os_str(), std::ffi::OsStr::new("--tokens"), file.as_os_str()]);
+    let cli = |token: &str, args: &[&str]| Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).env("CAIRN_URL", &s.base).env("CAIRN_TOKEN", token).output().unwrap();
+    let denied = cli("", &["stores", "list"]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("unauthorized"));
+    assert!(cli("first-secret", &["stores", "create", "x"]).status.success());
+    // Rotate the token and send SIGHUP: the old one stops working.
+    write("second-secret");
+    assert!(Command::new("kill").args(["-HUP", &s.child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli("first-secret", &["stores", "list"]).status.success() {
+        assert!(Instant::now() < deadline, "the old token still works after SIGHUP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listed = cli("second-secret", &["stores", "list"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "x");
+    drop(s);
+    // A bad tokens file: refused at start-up, in one line.
+    std::fs::write(&file, "{\"tokens\": [{\"name\": \"a\", \"sha256\": \"plaintext-token\", \"stores\": [\"*\"], \"rights\": [\"read\"]}]}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["serve", "--listen", "127.0.0.1:0", "--storage"]).arg(&data).arg("--tokens").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("64 hex digits") && err.trim_end().lines().count() == 1, "{err}");
+}

@@ -14,6 +14,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 mod console;
 pub mod error;
 pub mod metrics;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Tokens; `None`: the API is open.
+    pub auth: Option<Arc<auth::Auth>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -82,7 +85,13 @@ impl AppState {
 
     pub fn with_metrics(engine: Arc<Engine>, config: ServerConfig, metrics: Arc<metrics::Metrics>) -> Self {
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        AppState { engine, config: Arc::new(config), metrics, shutdown: Arc::new(shutdown) }
+        AppState { engine, config: Arc::new(config), metrics, auth: None, shutdown: Arc::new(shutdown) }
+    }
+
+    /// Requires tokens from `auth` on every route but the open ones.
+    pub fn with_auth(mut self, auth: Arc<auth::Auth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// An engine that reports commits, conflicts, object-store requests and
@@ -128,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method") })
+        .layer(middleware::from_fn_with_state(state.clone(), auth::check))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -50,8 +50,12 @@ fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
 }
 
 #[utoipa::path(get, path = "/stores", responses((status = 503, description = "storage unavailable", body = crate::openapi::ErrorBody), (status = 200, description = "the stores", body = crate::openapi::StoreList)))]
-pub(crate) async fn list_stores(State(s): State<AppState>) -> ApiResult<Json<api::StoreList>> {
-    let names = s.engine.list_stores().await?;
+pub(crate) async fn list_stores(State(s): State<AppState>, caller: Option<axum::Extension<crate::auth::Caller>>) -> ApiResult<Json<api::StoreList>> {
+    let mut names = s.engine.list_stores().await?;
+    // With tokens, only the stores this one may read.
+    if let Some(axum::Extension(c)) = caller {
+        names.retain(|n| c.token().allows(n, crate::auth::Right::Read));
+    }
     Ok(Json(api::StoreList { stores: names.into_iter().map(|name| api::StoreName { name }).collect() }))
 }
 
