@@ -51,6 +51,9 @@ enum Command {
     Inspect(inspect::InspectCmd),
     /// Load a node: appends or reads, printing throughput and latency.
     Bench(bench::BenchCmd),
+    /// Exit 0 if the node is alive (or, with --ready, reaches its storage):
+    /// for container health checks.
+    Health(remote::HealthCmd),
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -76,6 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Export(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Inspect(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Bench(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Health(c) => runtime().and_then(|rt| rt.block_on(c.run())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -28,6 +28,24 @@ impl Remote {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  cairn health                                  /healthz of CAIRN_URL\n  cairn health --ready --url http://10.0.0.5:7070\n\nUsed by the Docker image's HEALTHCHECK (the image has no shell or curl).")]
+pub struct HealthCmd {
+    /// Check /readyz (storage reachable) instead of /healthz (alive).
+    #[arg(long)]
+    ready: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+impl HealthCmd {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let c = Client::builder(&self.remote.url).timeout(std::time::Duration::from_secs(3)).connect_timeout(std::time::Duration::from_secs(2)).build()?;
+        c.health(self.ready).await.with_context(|| format!("{} is not {}", self.remote.url, if self.ready { "ready" } else { "healthy" }))?;
+        Ok(())
+    }
+}
+
+#[derive(Args)]
 #[command(after_help = "Examples:\n  cairn stores list\n  cairn stores create shop\n  cairn stores info shop\n  cairn stores delete shop --yes")]
 pub struct StoresCmd {
     #[command(subcommand)]

@@ -109,12 +109,16 @@ fn usage_errors_exit_2_and_unreachable_nodes_exit_1() {
         let o = run(&s, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
-    for cmd in ["stores", "append", "read", "doc", "import", "export", "inspect", "bench"] {
+    assert!(run(&s, &["health"]).status.success());
+    assert!(run(&s, &["health", "--ready"]).status.success());
+    for cmd in ["stores", "append", "read", "doc", "import", "export", "inspect", "bench", "health"] {
         let help = ok(&run(&s, &[cmd, "--help"]));
         assert!(help.contains("Examples:"), "{cmd} --help has examples");
     }
     let o = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["stores", "list", "--url", "http://127.0.0.1:1"]).output().unwrap();
     fails(&o, "cannot connect");
+    let o = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["health", "--url", "http://127.0.0.1:1"]).output().unwrap();
+    fails(&o, "not healthy");
     // A closed pipe is not an error.
     ok(&run(&s, &["stores", "create", "p"]));
     let nd: String = (0..20_000).map(|i| format!("{{\"stream\":\"s\",\"type\":\"T\",\"data\":{i}}}\n")).collect();

@@ -238,6 +238,20 @@ impl Client {
         Ok(list.stores.into_iter().map(|s| s.name).collect())
     }
 
+    /// Whether the node is alive (`/healthz`), or also reaches its storage
+    /// (`/readyz`, when `ready`). One attempt, no retries.
+    pub async fn health(&self, ready: bool) -> Result<()> {
+        let mut url = self.base.clone();
+        if let Ok(mut p) = url.path_segments_mut() {
+            p.pop_if_empty().push(if ready { "readyz" } else { "healthz" });
+        }
+        match self.http.get(url).timeout(self.timeout).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(Error::from_response(r).await),
+            Err(e) => Err(Error::transport(e, false)),
+        }
+    }
+
     /// `{base}/v1/{segments...}`, each segment percent-encoded.
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
