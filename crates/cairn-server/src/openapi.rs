@@ -175,10 +175,116 @@ pub struct DocWritten {
 )]
 pub struct ApiDoc;
 
-pub async fn serve() -> axum::response::Response {
-    use axum::response::IntoResponse;
+/// The document as served: utoipa's, with the constraints the handlers
+/// enforce written in (name patterns, query bounds, header forms, the
+/// event's either-or data, every content type a route answers with), so
+/// that a request valid by the document is never refused by the node.
+pub fn document() -> serde_json::Value {
+    use serde_json::json;
     let mut doc = ApiDoc::openapi();
     // Paths are relative to /v1.
     doc.servers = Some(vec![utoipa::openapi::Server::new("/v1")]);
-    axum::Json(doc).into_response()
+    let mut v = serde_json::to_value(doc).unwrap_or_default();
+    // 1-256 bytes of UTF-8: at most 256 characters (schemas count
+    // characters; a name of many multi-byte characters can still be too long).
+    let stream_name = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$", "description": "1-256 bytes of UTF-8 without control characters"});
+    let param_schema = |name: &str, location: &str| -> Option<serde_json::Value> {
+        Some(match (location, name) {
+            ("path", "store") => json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}),
+            ("path", "stream") => stream_name.clone(),
+            ("path", "key") => json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$", "not": {"enum": [".", ".."]}}),
+            ("query", "from") => json!({"type": "integer", "minimum": 0}),
+            ("query", "limit") => json!({"type": "integer", "minimum": 1}),
+            ("query", "wait") => json!({"type": "integer", "minimum": 0, "maximum": 30}),
+            ("query", "direction") => json!({"type": "string", "enum": ["forward", "backward"]}),
+            ("query", "tag") => json!({"type": "string", "pattern": "^[^:]+:"}),
+            ("header", "Expected-Revision") => json!({"type": "string", "pattern": "^(any|no_stream|stream_exists|[0-9]{1,19})$"}),
+            // Any visible ASCII but a weak ETag.
+            ("header", "If-Match") => json!({"type": "string", "pattern": "^(?!W/)[!-~]([ -~]*[!-~])?$"}),
+            ("header", "If-None-Match") => json!({"type": "string", "enum": ["*"]}),
+            _ => return None,
+        })
+    };
+    let read = json!({
+        "application/x-ndjson": {"schema": {"type": "string", "description": "one EventOut a line, then {\"next\": N}"}},
+        "application/json": {"schema": {"$ref": "#/components/schemas/ReadAnswer"}},
+        "text/event-stream": {"schema": {"type": "string"}}
+    });
+    if let Some(paths) = v.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for (path, ops) in paths.iter_mut() {
+            let Some(ops) = ops.as_object_mut() else { continue };
+            for (method, op) in ops.iter_mut() {
+                if let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) {
+                    for p in params {
+                        let (name, location) = (p["name"].as_str().unwrap_or("").to_string(), p["in"].as_str().unwrap_or("").to_string());
+                        if let Some(schema) = param_schema(&name, &location) {
+                            p["schema"] = schema;
+                        }
+                    }
+                }
+                if method == "get" && path.ends_with("/events") {
+                    op["responses"]["200"]["content"] = read.clone();
+                }
+                if method == "get" && path.ends_with("/docs/{key}") {
+                    op["responses"]["200"]["content"] = json!({"*/*": {"schema": {"type": "string", "format": "binary"}}});
+                }
+            }
+        }
+    }
+    if let Some(schemas) = v.pointer_mut("/components/schemas") {
+        let ev = &mut schemas["EventIn"];
+        ev["required"] = json!(["type"]);
+        ev["properties"]["data"] = json!({"description": "Any JSON (default null)."});
+        ev["properties"]["data_b64"] = json!({"type": "string", "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$", "description": "Binary data, base64, instead of `data`."});
+        // A UUID as the uuid crate reads it: hyphenated, simple, braced or URN.
+        let h = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+        let uuid = format!("^({h}|[0-9a-fA-F]{{32}}|\\{{{h}\\}}|urn:uuid:{h})$");
+        ev["properties"]["id"] = json!({"type": "string", "pattern": uuid, "description": "A UUID; makes the append idempotent."});
+        ev["properties"]["stream"] = stream_name.clone();
+        ev["properties"]["timestamp"] = json!({"type": ["integer", "null"], "format": "int64", "description": "Milliseconds since the epoch (default: the node's clock)."});
+        // Type: 1-256 bytes; tag keys 1-256 bytes, values up to 1024 (bytes
+        // of UTF-8, stated as characters).
+        ev["properties"]["type"] = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"});
+        ev["properties"]["tags"] = json!({"type": ["object", "null"], "additionalProperties": {"type": "string", "maxLength": 1024}, "propertyNames": {"minLength": 1, "maxLength": 256}});
+        ev["properties"]["data_b64"]["type"] = json!(["string", "null"]);
+        ev["properties"]["id"]["type"] = json!(["string", "null"]);
+        ev["additionalProperties"] = json!(false);
+        // Not both data and data_b64 (null counts as absent).
+        ev["not"] = json!({"required": ["data", "data_b64"], "properties": {"data": {"not": {"type": "null"}}, "data_b64": {"type": "string"}}});
+        let expectation = json!({"oneOf": [{"type": "string", "enum": ["any", "no_stream", "stream_exists"]}, {"type": "integer", "minimum": 0}]});
+        let mut many_event = schemas["EventIn"].clone();
+        many_event["required"] = json!(["type", "stream"]);
+        schemas["EventInMany"] = many_event;
+        // On the one-stream route the path names the stream.
+        if let Some(p) = schemas["EventIn"]["properties"].as_object_mut() {
+            p.remove("stream");
+        }
+        schemas["EventIn"]["description"] = json!("An event to append to the stream of the path.");
+        schemas["StreamConflict"]["properties"]["expected"] = json!({"oneOf": [{"type": "string"}, {"type": "integer"}]});
+        let body = &mut schemas["AppendBody"];
+        body["required"] = json!(["events"]);
+        // Every event has an id, or none has.
+        let with_id = json!({"required": ["id"], "properties": {"id": {"type": "string"}}});
+        body["properties"]["events"]["oneOf"] = json!([{"items": with_id}, {"items": {"not": with_id}}]);
+        body["additionalProperties"] = json!(false);
+        let mut one = expectation["oneOf"].clone();
+        if let Some(a) = one.as_array_mut() {
+            a.push(json!({"type": "null"}));
+        }
+        body["properties"]["expected"] = json!({"description": "any | no_stream | stream_exists | N (or the Expected-Revision header); null is the same as absent", "oneOf": one});
+        let mut many = body.clone();
+        many["description"] = json!("Events that each name their stream; expected maps streams to expectations.");
+        many["properties"]["events"]["items"] = json!({"$ref": "#/components/schemas/EventInMany"});
+        many["properties"]["expected"] = json!({"type": ["object", "null"], "additionalProperties": expectation, "propertyNames": stream_name});
+        schemas["AppendManyBody"] = many;
+    }
+    if let Some(op) = v.pointer_mut("/paths/~1stores~1{store}~1events/post") {
+        op["requestBody"]["content"]["application/json"]["schema"] = json!({"$ref": "#/components/schemas/AppendManyBody"});
+    }
+    v
+}
+
+pub async fn serve() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::Json(document()).into_response()
 }

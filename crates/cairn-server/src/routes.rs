@@ -601,7 +601,11 @@ fn etag_header(h: &HeaderMap, name: header::HeaderName) -> ApiResult<Option<Stri
     if v.starts_with("W/") {
         return Err(ApiError::bad_request("invalid_precondition", format!("{name}: weak ETags are not used by docs")));
     }
-    Ok(Some(v.trim_matches('"').to_string()))
+    let tag = v.trim_matches('"');
+    if tag.is_empty() {
+        return Err(ApiError::bad_request("invalid_precondition", format!("{name} is empty")));
+    }
+    Ok(Some(tag.to_string()))
 }
 
 fn quoted(etag: &str) -> String {

@@ -380,6 +380,11 @@ async fn docs_with_etags(b: Backend) {
     assert!(etag.starts_with('"') && etag.ends_with('"'));
     let r = n.http.put(&url).header("if-none-match", "*").body("{}").send().await.unwrap();
     assert_eq!(r.status(), 412);
+    // An empty If-Match is bad input, not a failed precondition.
+    for empty in ["", "\"\""] {
+        let r = n.http.put(&url).header("if-match", empty).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 400, "If-Match {empty:?}");
+    }
     let r = n.http.get(&url).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["etag"].to_str().unwrap(), r.headers()["content-type"].to_str().unwrap()), (200, etag.as_str(), "application/json"));
     assert_eq!(r.text().await.unwrap(), "{\"seq\":1}");
