@@ -117,6 +117,13 @@ pub struct Serve {
     /// Seconds an append may take to commit before 503 commit_outcome_unknown.
     #[arg(long, env = "CAIRN_COMMIT_TIMEOUT_SECS", default_value_t = 10)]
     commit_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers (slow clients are
+    /// cut off).
+    #[arg(long, env = "CAIRN_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Open connections at most; more wait until one closes.
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
     /// Long-polls and live tails held at once (429 past it).
     #[arg(long, env = "CAIRN_MAX_WAITERS", default_value_t = 10_000)]
     max_waiters: usize,
@@ -180,16 +187,13 @@ pub async fn serve(a: Serve) -> anyhow::Result<()> {
     }
     // Printed for scripts and tests that start on port 0.
     println!("listening on {addr}");
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing requests in flight");
-            state.begin_shutdown();
-        })
-        .await?;
+    let limits = cairn_server::ConnLimits { header_read_timeout: Duration::from_secs(a.header_timeout_secs.max(1)), max_connections: a.max_connections };
+    cairn_server::serve(listener, app, limits, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        state.begin_shutdown();
+    })
+    .await?;
     tracing::info!("draining the writers");
     engine.shutdown().await;
     tracing::info!("stopped");

@@ -274,3 +274,33 @@ fn tokens_guard_the_api_reload_on_sighup_and_a_bad_file_stops_start_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("64 hex digits") && err.trim_end().lines().count() == 1, "{err}");
 }
+
+#[test]
+fn slow_clients_are_cut_off_and_others_served() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::spawn(&[std::ffi::OsStr::new("--storage"), dir.path().as_os_str(), std::ffi::OsStr::new("--header-timeout-secs"), std::ffi::OsStr::new("1")]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // Slowloris: headers that never end.
+    let mut slow: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /v1/stores HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+            c
+        })
+        .collect();
+    // Others are served meanwhile.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async { http().get(s.url("/v1/stores")).send().await.unwrap().status() });
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    for c in &mut slow {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        // The node closes the connection (after a 408 or without a word).
+        let _ = c.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off after the 1 s header timeout, took {:?}", started.elapsed());
+}
