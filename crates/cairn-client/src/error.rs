@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// `commit_outcome_unknown`, or the connection broke after the request
     /// was sent). Retrying an append with the same event ids is safe.
     OutcomeUnknown,
+    /// Stored data failed its checksum (500 `data_corrupt`): a retry reads
+    /// the same bytes. Other data is still served.
+    Corrupt,
     /// The node answered something this client does not understand.
     Protocol,
 }
@@ -162,6 +165,7 @@ impl Error {
         let kind = match (status, e.code.as_str()) {
             (_, "commit_outcome_unknown") => ErrorKind::OutcomeUnknown,
             (_, "overloaded" | "too_many_waiters") => ErrorKind::Busy,
+            (_, "data_corrupt") => ErrorKind::Corrupt,
             (_, "storage_unavailable" | "shutting_down" | "timeout") => ErrorKind::Unavailable,
             (Some(401), _) => ErrorKind::Unauthorized,
             (Some(403), _) => ErrorKind::Forbidden,
@@ -248,6 +252,7 @@ mod tests {
             (503, "storage_unavailable", ErrorKind::Unavailable, true),
             (503, "commit_outcome_unknown", ErrorKind::OutcomeUnknown, true),
             (500, "internal", ErrorKind::OutcomeUnknown, true),
+            (500, "data_corrupt", ErrorKind::Corrupt, false),
         ];
         for (status, code, kind, safe) in cases {
             let e = Error::from_wire(Some(status), wire(code), None);

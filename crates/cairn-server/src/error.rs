@@ -66,11 +66,21 @@ impl IntoResponse for ApiError {
 
 fn storage(e: StorageError) -> ApiError {
     match e {
-        // An object the manifest names is gone, or bytes are corrupt: not
-        // the client's fault, and nothing was written.
-        StorageError::NotFound(m) | StorageError::Backend(m) | StorageError::Corrupt(m) => {
+        // An object the manifest names is gone, or storage failed: not the
+        // client's fault, and nothing was written.
+        StorageError::NotFound(m) | StorageError::Backend(m) => {
             tracing::warn!(error = %m, "storage error");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "object storage failed; nothing was written")
+        }
+        // Bytes that fail their checksum: a retry reads the same bytes.
+        // The object is named in the log, not to the client.
+        StorageError::Corrupt(m) => {
+            tracing::error!(error = %m, "corrupt data in storage");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "data_corrupt",
+                "stored data failed its checksum; other data is still served; `cairn inspect --verify` finds the object",
+            )
         }
     }
 }

@@ -224,6 +224,7 @@ pub fn document() -> serde_json::Value {
                 }
                 if method == "get" && path.ends_with("/events") {
                     op["responses"]["200"]["content"] = read.clone();
+                    op["responses"]["500"] = json!({"description": "data_corrupt: stored data failed its checksum", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
                 }
                 if method == "get" && path.ends_with("/docs/{key}") {
                     op["responses"]["200"]["content"] = json!({"*/*": {"schema": {"type": "string", "format": "binary"}}});

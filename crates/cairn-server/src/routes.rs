@@ -323,43 +323,54 @@ impl Scan for cairn_engine::StreamScan {
 }
 
 enum Step<S> {
+    /// Bytes already read, then the scan.
+    Ready(Bytes, Option<S>),
     Go(S),
     Abort,
     Done,
 }
 
-/// NDJSON: one event a line, then `{"next":N}`; or `{"error":...}` and an
-/// aborted body when the read fails midway. Pulled by the client, so a slow
-/// client holds back the reads (back-pressure) and memory stays bounded.
-fn stream_ndjson<S: Scan>(scan: S) -> Response {
-    let body = futures::stream::unfold(Step::Go(scan), |step| async move {
+/// The next non-empty run of lines, or the `{"next":N}` line at the end.
+async fn next_lines<S: Scan>(scan: &mut S) -> Result<(Bytes, bool), cairn_engine::ReadError> {
+    loop {
+        let mut buf = Vec::new();
+        let got = scan
+            .chunk_into(&mut |seq, e| {
+                write_event(&mut buf, seq, e);
+                buf.push(b'\n');
+            })
+            .await?;
+        match got {
+            Some(()) if buf.is_empty() => continue,
+            Some(()) => return Ok((Bytes::from(buf), false)),
+            None => return Ok((Bytes::from(format!("{}\n", json!({ "next": scan.next_json() }))), true)),
+        }
+    }
+}
+
+/// NDJSON: one event a line, then `{"next":N}`. A read that fails before
+/// its first line is an ordinary error answer; one that fails midway ends
+/// with an `{"error":...}` line and an aborted body. Pulled by the client,
+/// so a slow client holds back the reads (back-pressure) and memory stays
+/// bounded.
+async fn stream_ndjson<S: Scan>(mut scan: S) -> ApiResult<Response> {
+    let (first, done) = next_lines(&mut scan).await?;
+    let body = futures::stream::unfold(Step::Ready(first, (!done).then_some(scan)), |step| async move {
         match step {
-            Step::Go(mut scan) => loop {
-                let mut buf = Vec::new();
-                let got = scan
-                    .chunk_into(&mut |seq, e| {
-                        write_event(&mut buf, seq, e);
-                        buf.push(b'\n');
-                    })
-                    .await;
-                match got {
-                    Ok(Some(())) if buf.is_empty() => continue,
-                    Ok(Some(())) => return Some((Ok(Bytes::from(buf)), Step::Go(scan))),
-                    Ok(None) => {
-                        let last = format!("{}\n", json!({ "next": scan.next_json() }));
-                        return Some((Ok(Bytes::from(last)), Step::Done));
-                    }
-                    Err(e) => {
-                        let err = ApiError::from(e);
-                        return Some((Ok(Bytes::from(format!("{}\n", err.body()))), Step::Abort));
-                    }
+            Step::Ready(bytes, next) => Some((Ok(bytes), next.map_or(Step::Done, Step::Go))),
+            Step::Go(mut scan) => match next_lines(&mut scan).await {
+                Ok((bytes, true)) => Some((Ok(bytes), Step::Done)),
+                Ok((bytes, false)) => Some((Ok(bytes), Step::Go(scan))),
+                Err(e) => {
+                    let err = ApiError::from(e);
+                    Some((Ok(Bytes::from(format!("{}\n", err.body()))), Step::Abort))
                 }
             },
             Step::Abort => Some((Err(std::io::Error::other("read failed")), Step::Done)),
             Step::Done => None,
         }
     });
-    ndjson_response(body)
+    Ok(ndjson_response(body))
 }
 
 async fn json_answer<S: Scan>(mut scan: S) -> ApiResult<Response> {
@@ -429,7 +440,7 @@ pub(crate) async fn read_store(
     let scan = s.engine.read_store(&store, from, ReadOptions { limit: r.limit, tag: r.tag }).await?;
     match r.format {
         Format::Json => json_answer(scan).await,
-        _ => Ok(stream_ndjson(scan)),
+        _ => stream_ndjson(scan).await,
     }
 }
 
@@ -480,7 +491,7 @@ pub(crate) async fn read_stream(
     let scan = s.engine.read_stream(&store, &stream, r.from, dir, ReadOptions { limit: r.limit, tag: r.tag }).await?;
     match r.format {
         Format::Json => json_answer(scan).await,
-        _ => Ok(stream_ndjson(scan)),
+        _ => stream_ndjson(scan).await,
     }
 }
 

@@ -469,3 +469,69 @@ async fn waiters_are_cheap_freed_on_disconnect_and_tails_beat() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(metric(&scrape().await, "cairn_long_poll_waiters "), 0.0, "a closed tail frees its slot");
 }
+
+/// A node over a directory, as `cairn serve` runs it.
+async fn start_dir(dir: &std::path::Path) -> String {
+    let store = cairn_engine::storage::open(&dir.to_string_lossy(), &Default::default()).unwrap();
+    let engine = cairn_engine::Engine::new(store, EngineConfig { gc_interval: None, ..EngineConfig::default() });
+    let app = router(AppState::new(engine, ServerConfig::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+fn files_ending(dir: &std::path::Path, ext: &str, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_ending(&p, ext, out);
+        } else if p.to_string_lossy().ends_with(ext) {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_block_fails_its_reads_clearly_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    cairn_engine::storage::install_crypto();
+    let http = reqwest::Client::new();
+    let writer = start_dir(dir.path()).await;
+    http.put(format!("{writer}/v1/stores/s")).send().await.unwrap();
+    let pad = "x".repeat(200);
+    for stream in ["bad", "good"] {
+        let r = http.post(format!("{writer}/v1/stores/s/streams/{stream}/events")).json(&json!([{"type": "T", "data": {"pad": pad}}])).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Segments are named by ULID: the first holds stream "bad".
+    let mut segs = Vec::new();
+    files_ending(dir.path(), ".seg", &mut segs);
+    segs.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&segs[0], &bytes).unwrap();
+    // A fresh node (nothing cached) on the same directory.
+    let base = start_dir(dir.path()).await;
+    let get = |p: &str| http.get(format!("{base}{p}")).header("accept", "application/json").send();
+    let r = get("/v1/stores/s/streams/bad/events").await.unwrap();
+    assert_eq!(r.status(), 500);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v), "data_corrupt");
+    assert!(!v["error"]["message"].as_str().unwrap().contains(".seg"), "no object names to clients: {v}");
+    // Everything else is served.
+    let r = get("/v1/stores/s/streams/good/events").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+    assert_eq!(get("/v1/stores/s").await.unwrap().status(), 200);
+    let r = get("/v1/stores/s/events?from=1").await.unwrap();
+    assert_eq!(r.status(), 200, "the store after the bad block");
+    // NDJSON failing at its first block: an error answer, not a 200.
+    let r = http.get(format!("{base}/v1/stores/s/events")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()), "data_corrupt");
+    // And the node still takes writes.
+    let r = http.post(format!("{base}/v1/stores/s/streams/new/events")).json(&json!([{"type": "T", "data": 1}])).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
