@@ -94,11 +94,7 @@ impl StoresCmd {
             }
             Stores::Info { name } => {
                 let i = c.store(&name).info().await.with_context(|| format!("store {name}"))?;
-                let v = serde_json::json!({
-                    "name": i.name, "incarnation": i.incarnation, "next_seq": i.next_seq, "version": i.version,
-                    "idempotency_window": i.idempotency_window, "segments": i.segments, "index_objects": i.index_objects, "last_ts": i.last_ts, "bytes": i.bytes,
-                });
-                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&i)?)?;
             }
         }
         Ok(())
@@ -256,7 +252,7 @@ impl AppendCmd {
         }
         let store = self.remote.client()?.store(&self.store);
         let answer = match &self.stream {
-            Some(stream) => serde_json::to_value(AppendedOneOut::from(store.append(stream, events, self.expected).await?))?,
+            Some(stream) => serde_json::to_value(store.append(stream, events, self.expected).await?)?,
             None => {
                 if self.expected != Expected::Any {
                     bail!("--expected needs STREAM (without it, each event names its stream)");
@@ -264,28 +260,11 @@ impl AppendCmd {
                 if let Some(i) = events.iter().position(|e| e.stream_name().is_none()) {
                     bail!("event {} names no stream: give STREAM or a \"stream\" in every event", i + 1);
                 }
-                let a = store.append_many(events, []).await?;
-                serde_json::json!({"first_seq": a.first_seq, "last_seq": a.last_seq, "deduplicated": a.deduplicated,
-                    "streams": a.streams.iter().map(|s| serde_json::json!({"stream": s.stream, "first_revision": s.first_revision, "last_revision": s.last_revision})).collect::<Vec<_>>()})
+                serde_json::to_value(store.append_many(events, []).await?)?
             }
         };
         println!("{answer}");
         Ok(())
-    }
-}
-
-#[derive(serde::Serialize)]
-struct AppendedOneOut {
-    first_seq: u64,
-    last_seq: u64,
-    first_revision: u64,
-    last_revision: u64,
-    deduplicated: bool,
-}
-
-impl From<cairn_client::Appended> for AppendedOneOut {
-    fn from(a: cairn_client::Appended) -> Self {
-        AppendedOneOut { first_seq: a.first_seq, last_seq: a.last_seq, first_revision: a.first_revision, last_revision: a.last_revision, deduplicated: a.deduplicated }
     }
 }
 

@@ -120,7 +120,7 @@ fn install_crypto() {
 }
 
 /// A store as the node describes it.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct StoreInfo {
     pub name: String,
     pub incarnation: String,
@@ -140,7 +140,7 @@ pub struct StoreInfo {
 }
 
 /// The answer to a one-stream append.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct Appended {
     pub first_seq: u64,
     pub last_seq: u64,
@@ -152,7 +152,7 @@ pub struct Appended {
 }
 
 /// Where one stream's events of a many-stream append went.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct StreamRange {
     pub stream: String,
     pub first_revision: u64,
@@ -160,7 +160,7 @@ pub struct StreamRange {
 }
 
 /// The answer to a many-stream append.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct AppendedMany {
     pub first_seq: u64,
     pub last_seq: u64,

@@ -499,6 +499,13 @@ impl Engine {
         Ok(s.wait_for(seq, timeout).await)
     }
 
+    /// The next seq after a fresh look at the newest manifest (what
+    /// `store_info` says, without adding up sizes).
+    pub async fn newest_next_seq(&self, store: &str) -> Result<u64, StoreError> {
+        let s = self.open(store).await?;
+        Ok(s.refresh().await?.next_seq)
+    }
+
     /// A watch of the store's next seq, for live tails.
     pub async fn next_seq(&self, store: &str) -> Result<u64, ReadError> {
         let s = self.open(store).await?;

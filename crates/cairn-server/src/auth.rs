@@ -137,11 +137,15 @@ impl Tokens {
     /// The token whose hash is the presented token's, compared with every
     /// entry in constant time.
     pub fn find(&self, presented: &str) -> Option<&Token> {
+        self.position(presented).map(|i| &self.tokens[i])
+    }
+
+    fn position(&self, presented: &str) -> Option<usize> {
         let h = sha256(presented);
         let mut found = None;
-        for t in &self.tokens {
+        for (i, t) in self.tokens.iter().enumerate() {
             if bool::from(t.hash.ct_eq(&h)) {
-                found = Some(t);
+                found = Some(i);
             }
         }
         found
@@ -237,7 +241,7 @@ pub async fn check(State(s): State<AppState>, mut req: Request, next: Next) -> R
     });
     let Some(presented) = presented.filter(|t| !t.is_empty()) else { return unauthorized("a bearer token is required (Authorization: Bearer ...)") };
     let tokens = auth.current();
-    let Some(i) = tokens.find(&presented).and_then(|t| tokens.tokens.iter().position(|x| std::ptr::eq(x, t))) else {
+    let Some(i) = tokens.position(&presented) else {
         return unauthorized("unknown token");
     };
     if let Some((store, right)) = needs(req.method(), path) {

@@ -431,7 +431,7 @@ pub(crate) async fn read_store(
         return Ok(sse_store(s, store, from, r.tag, slot).into_response());
     }
     if !r.wait.is_zero() {
-        let next = s.engine.store_info(&store).await?.next_seq;
+        let next = s.engine.newest_next_seq(&store).await?;
         if from == next {
             let _slot = WaiterSlot::take(&s)?;
             s.wait_for(&store, from, r.wait).await?;
