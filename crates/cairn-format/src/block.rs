@@ -233,8 +233,14 @@ fn decode_payload(raw: &[u8]) -> Result<Vec<Event>, Error> {
     let base_ts = c.zigzag()?;
     let ns = c.count(2)?;
     let mut streams = Vec::with_capacity(ns);
+    let mut names = std::collections::HashSet::with_capacity(ns);
     for _ in 0..ns {
-        streams.push((Arc::<str>::from(c.string()?), c.varint()?));
+        let name = c.string()?;
+        // A stream listed twice would number its events twice over.
+        if !names.insert(name.clone()) {
+            return Err(Error::Corrupt(format!("stream {name:?} listed twice")));
+        }
+        streams.push((Arc::<str>::from(name), c.varint()?));
     }
     let nt = c.count(1)?;
     let mut types = Vec::with_capacity(nt);
@@ -275,7 +281,7 @@ fn decode_payload(raw: &[u8]) -> Result<Vec<Event>, Error> {
         }
         let data = Bytes::copy_from_slice(c.bytes()?);
         let revision = next_rev[si];
-        next_rev[si] += 1;
+        next_rev[si] = revision.checked_add(1).ok_or_else(|| Error::Corrupt(format!("event {i}: revision overflows")))?;
         out.push(Event { stream: stream.clone(), revision, event_type: event_type.clone(), timestamp: ts, id, tags, binary: flags & FLAG_BINARY != 0, data });
     }
     if c.remaining() != 0 {
