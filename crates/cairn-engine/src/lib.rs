@@ -91,7 +91,9 @@ pub struct EngineConfig {
     pub root_check_interval: Duration,
     /// Manifest versions younger than this are kept by GC.
     pub manifest_retention: Duration,
-    /// Unreferenced objects never committed are deleted after this.
+    /// Unreferenced objects never committed are deleted after this. Must
+    /// exceed `reupload_after` + `commit_timeout` by a margin: a segment is
+    /// committed at most that long after its upload began.
     pub orphan_grace: Duration,
     /// Objects replaced by roll-up are deleted after this.
     pub retired_grace: Duration,

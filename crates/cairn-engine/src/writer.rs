@@ -693,6 +693,7 @@ impl Writer {
 
     fn after_commit(&mut self, next: Manifest, prep: &mut Prepared, up: Uploaded, applied: bool) {
         let base = self.view.next_seq;
+        tracing::debug!(store = %self.store.paths.store, version = next.version, commit_id = %next.commit_id, base_seq = base, events = prep.events.len(), segment = %up.name, "committed");
         let next = Arc::new(next);
         self.view = next.clone();
         self.store.publish(next.clone());
@@ -812,6 +813,17 @@ struct Committer {
 impl Committer {
     /// Creates N+1 and resolves what the answer means.
     async fn create_resolved(&mut self, next: &Manifest, bytes: Bytes, seg: &str, deadline: Instant) -> Resolved {
+        // A boundary this node already knows (learned by its own GC, a
+        // reader or an earlier commit) may put N+1 below the floor: then
+        // the view is behind, N+1 was someone's and is collected, and a
+        // create would only leave a stray manifest. Rebase instead.
+        let learned = self.store.known_boundary();
+        if learned.k > self.known.k {
+            self.known = learned;
+        }
+        if next.version < self.known.floor {
+            return Resolved::Conflict;
+        }
         let objects = &self.store.shared.objects;
         let path = self.store.paths.manifest(next.version);
         let mut put_needed = true;
@@ -853,19 +865,25 @@ impl Committer {
     /// A GC boundary newer than the one known means N+1 may have been a
     /// collected version's name: then the commit counts only if the newest
     /// manifest references our segment.
+    ///
+    /// The floor that counts is the newest known, not only one found now:
+    /// a commit acknowledged through the look below can leave the view
+    /// behind a floor learned on the way (the chain went on meanwhile), and
+    /// the next N+1 from that view is then a collected name, created anew.
     async fn check_boundary(&mut self, next: &Manifest, seg: &str, deadline: Instant) -> Resolved {
-        if self.fresh {
+        if self.fresh && next.version >= self.known.floor {
             return Resolved::Committed;
         }
         loop {
             match self.newer_boundary().await {
-                Ok(None) => return Resolved::Committed,
-                Ok(Some(b)) => {
-                    self.known = b;
-                    if next.version >= b.floor {
+                Ok(newer) => {
+                    if let Some(b) = newer {
+                        self.known = b;
+                    }
+                    if next.version >= self.known.floor {
                         return Resolved::Committed;
                     }
-                    self.store.learn_boundary(b);
+                    self.store.learn_boundary(self.known);
                     return match self.store.reload_cold().await {
                         Ok(m) if m.segments.iter().any(|s| s.name == seg) || m.retired.iter().any(|r| r.name == seg) => Resolved::Committed,
                         Ok(_) => Resolved::Conflict,

@@ -20,7 +20,9 @@ fn faulty_config() -> EngineConfig {
         retry_for: Duration::from_millis(300),
         manifest_retention: Duration::ZERO,
         retired_grace: Duration::ZERO,
-        orphan_grace: Duration::from_secs(2),
+        // Past reupload_after + commit_timeout, or GC could take a
+        // segment whose commit is still in flight.
+        orphan_grace: Duration::from_secs(4),
         reupload_after: Duration::from_millis(800),
         max_recent_segments: 12,
         keep_recent: 3,
@@ -166,4 +168,45 @@ async fn faults_on_memory_seed_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_on_local_disk() {
     run(Backend::Local, 4).await;
+}
+
+/// Found by the three-node campaign (crates/cairn-cli/tests/chaos.rs):
+/// node A's manifest create N lands but its answer stalls; meanwhile B
+/// commits N+1.. on top of it and GC collects below a floor past N+1. A's
+/// answer arrives, the boundary check finds the new floor and confirms N
+/// (B's manifests reference A's segment): acknowledged, rightly, and A now
+/// knows the floor. A's next batch is prepared on its view N, so it
+/// creates N+1 — a collected name, which the create accepts. The check
+/// used to look only for boundaries newer than the one known and found
+/// none: a second N+1 was acknowledged, its events never in the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_below_a_known_gc_floor_is_not_acknowledged() {
+    let fx = Fixture::new(Backend::Memory);
+    let cfg = EngineConfig { manifest_retention: Duration::ZERO, commit_timeout: Duration::from_secs(10), reupload_after: Duration::from_secs(10), ..test_config() };
+    let slow = FaultStore::new(fx.store.clone(), 7);
+    let a = Engine::new(slow.clone(), cfg.clone());
+    let b = Engine::new(fx.store.clone(), cfg.clone());
+    a.create_store("s").await.unwrap();
+    a.append("s", batch(vec![ev("a", "T", "0")])).await.unwrap();
+    // Every write of A lands at once and answers 600 ms later.
+    slow.set(Faults { slow_ack: 1.0, slow_ack_for: Duration::from_millis(600), ..Faults::default() });
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { a.append("s", batch(vec![ev("a", "T", "1")])).await }
+    });
+    // A's segment and manifest are both stored by ~10 ms; its answer waits.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for i in 0..4 {
+        b.append("s", batch(vec![ev("b", "T", &i.to_string())])).await.unwrap();
+    }
+    let report = b.gc("s").await.unwrap();
+    slow.set(Faults::default());
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.first_seq, 1, "A's first batch committed at seq 1");
+    assert!(report.floor > 3, "GC collected past A's next version: {report:?}");
+    let second = a.append("s", batch(vec![ev("a", "T", "2")])).await.unwrap();
+    let all = read_all(&Engine::new(fx.store.clone(), test_config()), "s").await;
+    let data: Vec<&[u8]> = all.iter().map(|r| r.event.data.as_ref()).collect();
+    assert_eq!(data, [&b"0"[..], b"1", b"0", b"1", b"2", b"3", b"2"], "every acknowledged event, in order");
+    assert_eq!(second.first_seq, 6, "A's second batch at the seq it was acknowledged with");
 }
