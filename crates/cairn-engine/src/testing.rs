@@ -40,6 +40,9 @@ pub struct Faults {
     /// ... on top of exactly this much on every request (LISTs included):
     /// what a cloud object store's first byte costs.
     pub fixed_latency: Duration,
+    /// A latency spike: this request waits `spike_for` more.
+    pub spike: f64,
+    pub spike_for: Duration,
     /// Create-if-absent is ignored and overwrites: a backend without
     /// conditional writes, which a node must refuse.
     pub ignore_create: bool,
@@ -47,11 +50,14 @@ pub struct Faults {
 
 #[derive(Debug, Default)]
 pub struct FaultCounts {
+    /// Every request that reached the wrapper.
+    pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub landed_then_error: AtomicU64,
     pub landed_then_exists: AtomicU64,
     pub phantom_exists: AtomicU64,
     pub slow_acks: AtomicU64,
+    pub spikes: AtomicU64,
 }
 
 pub struct FaultStore {
@@ -100,6 +106,10 @@ impl FaultStore {
         if !f.latency.is_zero() {
             wait += Duration::from_micros(self.rng.lock().unwrap_or_else(|p| p.into_inner()).random_range(0..=f.latency.as_micros() as u64));
         }
+        if self.roll(f.spike) {
+            self.counts.spikes.fetch_add(1, Ordering::Relaxed);
+            wait += f.spike_for;
+        }
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -115,6 +125,7 @@ impl FaultStore {
     }
 
     async fn before(&self) -> Result<()> {
+        self.counts.requests.fetch_add(1, Ordering::Relaxed);
         self.delay().await;
         if self.roll(self.faults().error) {
             self.counts.errors.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +179,7 @@ impl ObjectStore for FaultStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.counts.requests.fetch_add(1, Ordering::Relaxed);
         if self.roll(self.faults().error) {
             self.counts.errors.fetch_add(1, Ordering::Relaxed);
             return futures::stream::once(async { Err(injected("list")) }).boxed();
@@ -176,6 +188,7 @@ impl ObjectStore for FaultStore {
     }
 
     fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.counts.requests.fetch_add(1, Ordering::Relaxed);
         if self.roll(self.faults().error) {
             self.counts.errors.fetch_add(1, Ordering::Relaxed);
             return futures::stream::once(async { Err(injected("list")) }).boxed();
