@@ -111,6 +111,9 @@ pub struct Serve {
     /// Request bodies over this many bytes get 413.
     #[arg(long, env = "CAIRN_BODY_LIMIT", default_value_t = 64 << 20)]
     body_limit: usize,
+    /// An event's data over this many bytes gets 413 event_too_large.
+    #[arg(long, env = "CAIRN_MAX_EVENT_BYTES", default_value_t = 16 << 20)]
+    max_event_bytes: usize,
     /// Seconds until a response must have started (503 past it).
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     request_timeout_secs: u64,
@@ -163,6 +166,7 @@ pub async fn serve(a: Serve) -> anyhow::Result<()> {
     let engine = AppState::engine_with_metrics(storage, cfg, &metrics);
     let server = ServerConfig {
         body_limit: a.body_limit,
+        max_event_bytes: a.max_event_bytes,
         request_timeout: Duration::from_secs(a.request_timeout_secs),
         max_waiters: a.max_waiters,
         console: !a.no_console,

@@ -142,7 +142,7 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_everything() {
 fn serve_help_documents_every_setting() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--storage", "--listen", "--linger-ms", "--max-batch-bytes", "--block-cache-bytes", "--meta-cache-bytes", "--body-limit", "--log-format", "CAIRN_STORAGE", "CAIRN_LISTEN",
+    for flag in ["--storage", "--listen", "--linger-ms", "--max-batch-bytes", "--block-cache-bytes", "--meta-cache-bytes", "--body-limit", "--max-event-bytes", "--log-format", "CAIRN_STORAGE", "CAIRN_LISTEN",
         "--storage-endpoint", "--storage-region", "--storage-allow-http", "--s3-virtual-hosted-style", "--azure-account", "--azure-emulator",
         "--storage-option", "--poll-interval-ms", "CAIRN_STORAGE_ENDPOINT", "AWS_", "AZURE"] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
@@ -304,3 +304,51 @@ fn slow_clients_are_cut_off_and_others_served() {
     }
     assert!(started.elapsed() < Duration::from_secs(5), "cut off after the 1 s header timeout, took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_get_a_clear_4xx_and_change_nothing() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::spawn(&[std::ffi::OsStr::new("--storage"), dir.path().as_os_str(), std::ffi::OsStr::new("--max-event-bytes"), std::ffi::OsStr::new("1000")]);
+    let http = http();
+    assert_eq!(http.put(s.url("/v1/stores/k")).send().await.unwrap().status(), 201);
+    let post = |body: String, ndjson: bool| {
+        let r = http.post(s.url("/v1/stores/k/streams/s/events")).body(body);
+        if ndjson { r.header("content-type", "application/x-ndjson") } else { r.header("content-type", "application/json") }
+    };
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or_default().to_string();
+    // An event's data over --max-event-bytes, as JSON and as base64.
+    let big = "x".repeat(1200);
+    for body in [json!([{"type": "T", "data": big}]), json!([{"type": "T", "data_b64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 1001])}])] {
+        let r = post(body.to_string(), false).send().await.unwrap();
+        assert_eq!(r.status(), 413);
+        assert_eq!(code(&r.json().await.unwrap()), "event_too_large");
+    }
+    // An NDJSON line past what one event can take is refused before parsing.
+    let r = post(format!("{{\"type\":\"T\",\"data\":{{}}}}\n{}\n", " ".repeat(600 << 10)), true).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((code(&v), v["error"]["line"].as_u64()), ("line_too_large".to_string(), Some(2)), "{v}");
+    // Too many tags.
+    let tags: serde_json::Map<String, Value> = (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let r = post(json!([{"type": "T", "tags": tags}]).to_string(), false).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // A query past 8 KiB.
+    let r = http.get(s.url(&format!("/v1/stores/k/events?tag=k:{}", "v".repeat(9000)))).send().await.unwrap();
+    assert_eq!(r.status(), 414);
+    assert_eq!(code(&r.json().await.unwrap()), "uri_too_long");
+    // Headers past 64 KiB: 431 from the HTTP layer, the connection closed.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = c.write_all(format!("GET /v1/stores HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "h".repeat(70 << 10)).as_bytes());
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&buf));
+    // Nothing was written; an event at the limit is taken.
+    let r = post(json!([{"type": "T", "data": "y".repeat(998)}]).to_string(), false).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["first_seq"], 0, "nothing before it was stored: {v}");
+}
+

@@ -40,6 +40,8 @@ pub use error::ApiError;
 pub struct ServerConfig {
     /// Request bodies larger than this get 413.
     pub body_limit: usize,
+    /// An event's data larger than this gets 413 `event_too_large`.
+    pub max_event_bytes: usize,
     /// Until the response starts; streamed bodies may take longer.
     pub request_timeout: Duration,
     /// Upper bound of `wait` (seconds).
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             body_limit: 64 << 20,
+            max_event_bytes: 16 << 20,
             request_timeout: Duration::from_secs(60),
             max_wait: Duration::from_secs(30),
             heartbeat: Duration::from_secs(15),
@@ -139,6 +142,9 @@ impl Default for ConnLimits {
     }
 }
 
+/// Bytes a request head may take: request line and headers (431 past it).
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for the open connections to finish their requests
 /// (idle ones are closed). Like `axum::serve`, plus a header read timeout
@@ -148,7 +154,9 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: ConnL
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // A request head (request line and headers) over MAX_HEAD_BYTES gets
+    // 431 from hyper, and the connection is closed.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
@@ -196,7 +204,20 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method") })
         .layer(middleware::from_fn_with_state(state.clone(), auth::check))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(limit_uri))
         .with_state(state)
+}
+
+/// Bytes a request's path and query may take together (414 past it). No
+/// route needs more than a few hundred: names are short, queries few.
+pub const MAX_URI_BYTES: usize = 8 << 10;
+
+async fn limit_uri(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return ApiError::new(StatusCode::URI_TOO_LONG, "uri_too_long", format!("the path and query are {len} bytes, over the limit of {MAX_URI_BYTES}")).into_response();
+    }
+    next.run(req).await
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

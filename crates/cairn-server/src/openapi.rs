@@ -246,7 +246,7 @@ pub fn document() -> serde_json::Value {
         // Type: 1-256 bytes; tag keys 1-256 bytes, values up to 1024 (bytes
         // of UTF-8, stated as characters).
         ev["properties"]["type"] = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"});
-        ev["properties"]["tags"] = json!({"type": ["object", "null"], "additionalProperties": {"type": "string", "maxLength": 1024}, "propertyNames": {"minLength": 1, "maxLength": 256}});
+        ev["properties"]["tags"] = json!({"type": ["object", "null"], "maxProperties": crate::wire::MAX_TAGS, "additionalProperties": {"type": "string", "maxLength": 1024}, "propertyNames": {"minLength": 1, "maxLength": 256}});
         ev["properties"]["data_b64"]["type"] = json!(["string", "null"]);
         ev["properties"]["id"]["type"] = json!(["string", "null"]);
         ev["additionalProperties"] = json!(false);

@@ -117,7 +117,7 @@ fn check_stream(name: &str) -> ApiResult<()> {
     }
 }
 
-#[utoipa::path(post, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("Expected-Revision" = Option<String>, Header, description = "any | no_stream | stream_exists | N")), request_body(content = crate::openapi::AppendBody, description = "a JSON array of events, this object, or NDJSON (application/x-ndjson)"), responses((status = 200, description = "appended atomically", body = crate::openapi::AppendedOne), (status = 409, description = "wrong_expected_revision or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("Expected-Revision" = Option<String>, Header, description = "any | no_stream | stream_exists | N")), request_body(content = crate::openapi::AppendBody, description = "a JSON array of events, this object, or NDJSON (application/x-ndjson)"), responses((status = 200, description = "appended atomically", body = crate::openapi::AppendedOne), (status = 409, description = "wrong_expected_revision or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large (an event's data over --max-event-bytes) or line_too_large (NDJSON)", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append_one(
     State(s): State<AppState>,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -128,7 +128,7 @@ pub(crate) async fn append_one(
     check_store(&store)?;
     check_stream(&stream)?;
     let raw = body(b)?;
-    let parsed = parse_append(&raw, is_ndjson(&headers))?;
+    let parsed = parse_append(&raw, is_ndjson(&headers), s.config.max_event_bytes)?;
     let header = match headers.get("expected-revision") {
         None => None,
         Some(v) => Some(parse_expectation_str(v.to_str().map_err(|_| ApiError::bad_request("invalid_expected_revision", "Expected-Revision is not ASCII"))?.trim())?),
@@ -162,7 +162,7 @@ pub(crate) async fn append_one(
     }))
 }
 
-#[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream) or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream) or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large or line_too_large", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append_many(
     State(s): State<AppState>,
     p: Result<Path<String>, PathRejection>,
@@ -175,7 +175,7 @@ pub(crate) async fn append_many(
     if headers.contains_key("expected-revision") {
         return Err(ApiError::bad_request("invalid_expected_revision", "on this route expectations go in the body: {\"expected\": {\"stream\": ...}}"));
     }
-    let parsed = parse_append(&raw, is_ndjson(&headers))?;
+    let parsed = parse_append(&raw, is_ndjson(&headers), s.config.max_event_bytes)?;
     for (i, e) in parsed.events.iter().enumerate() {
         if e.stream.is_empty() {
             return Err(ApiError::bad_request("invalid_event", format!("event {i} has no stream (this route needs one per event)")));

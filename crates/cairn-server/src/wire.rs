@@ -41,7 +41,21 @@ pub struct AppendBody {
     pub expected: Option<Value>,
 }
 
-fn convert(i: usize, e: EventIn<'_>) -> Result<NewEvent, ApiError> {
+/// Tags one event may carry.
+pub const MAX_TAGS: usize = 64;
+
+/// Bytes an NDJSON line may hold beyond the event's data: its type,
+/// stream, id, timestamp and tags, with room for JSON escapes.
+const LINE_OVERHEAD: usize = 512 << 10;
+
+fn too_large(code: &'static str, message: String) -> ApiError {
+    ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, code, message)
+}
+
+fn convert(i: usize, e: EventIn<'_>, max_event: usize) -> Result<NewEvent, ApiError> {
+    if e.tags.as_ref().is_some_and(|t| t.len() > MAX_TAGS) {
+        return Err(ApiError::bad_request("invalid_event", format!("event {i}: more than {MAX_TAGS} tags")));
+    }
     let (data, binary) = match (e.data, e.data_b64) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("invalid_event", format!("event {i}: give either data or data_b64, not both"))),
         (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
@@ -51,6 +65,9 @@ fn convert(i: usize, e: EventIn<'_>) -> Result<NewEvent, ApiError> {
         (Some(raw), None) => (Bytes::copy_from_slice(raw.get().as_bytes()), false),
         (None, None) => (Bytes::from_static(b"null"), false),
     };
+    if data.len() > max_event {
+        return Err(too_large("event_too_large", format!("event {i}: its data is {} bytes, over the limit of {max_event}", data.len())));
+    }
     Ok(NewEvent {
         stream: e.stream.unwrap_or_default(),
         event_type: e.event_type,
@@ -67,19 +84,25 @@ fn json_error(what: &str, e: &serde_json::Error) -> ApiError {
 }
 
 /// Parses a JSON array of events, an object `{"events", "expected"}`, or
-/// NDJSON (one event a line) when `ndjson`.
-pub fn parse_append(body: &[u8], ndjson: bool) -> Result<AppendBody, ApiError> {
+/// NDJSON (one event a line) when `ndjson`. An event's data (decoded, for
+/// `data_b64`) may hold at most `max_event` bytes (413 `event_too_large`),
+/// an NDJSON line that plus its fields (413 `line_too_large`).
+pub fn parse_append(body: &[u8], ndjson: bool, max_event: usize) -> Result<AppendBody, ApiError> {
     if ndjson {
         let mut events = Vec::new();
+        let max_line = max_event.saturating_mul(4).div_ceil(3).saturating_add(LINE_OVERHEAD);
         for (n, line) in body.split(|b| *b == b'\n').enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > max_line {
+                return Err(too_large("line_too_large", format!("line {}: {} bytes, over the limit of {max_line}", n + 1, line.len())).with("line", Value::from(n + 1)));
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             let e: EventIn = serde_json::from_slice(line).map_err(|e| {
                 ApiError::bad_request("malformed_ndjson", format!("line {}: {e}", n + 1)).with("line", Value::from(n + 1))
             })?;
-            events.push(convert(events.len(), e)?);
+            events.push(convert(events.len(), e, max_event)?);
         }
         return Ok(AppendBody { events, expected: None });
     }
@@ -87,7 +110,7 @@ pub fn parse_append(body: &[u8], ndjson: bool) -> Result<AppendBody, ApiError> {
     match first {
         Some(b'[') => {
             let evs: Vec<EventIn> = serde_json::from_slice(body).map_err(|e| json_error("body", &e))?;
-            let events = evs.into_iter().enumerate().map(|(i, e)| convert(i, e)).collect::<Result<_, _>>()?;
+            let events = evs.into_iter().enumerate().map(|(i, e)| convert(i, e, max_event)).collect::<Result<_, _>>()?;
             Ok(AppendBody { events, expected: None })
         }
         Some(b'{') => {
@@ -95,7 +118,7 @@ pub fn parse_append(body: &[u8], ndjson: bool) -> Result<AppendBody, ApiError> {
             if b.condition.is_some() {
                 return Err(ApiError::bad_request("unsupported", "append conditions are not supported by this node yet"));
             }
-            let events = b.events.into_iter().enumerate().map(|(i, e)| convert(i, e)).collect::<Result<_, _>>()?;
+            let events = b.events.into_iter().enumerate().map(|(i, e)| convert(i, e, max_event)).collect::<Result<_, _>>()?;
             Ok(AppendBody { events, expected: b.expected })
         }
         _ => Err(ApiError::bad_request("malformed_json", "the body must be a JSON array of events, an object {\"events\": [...]}, or NDJSON")),
