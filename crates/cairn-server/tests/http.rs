@@ -535,3 +535,46 @@ async fn a_corrupt_block_fails_its_reads_clearly_and_nothing_else() {
     let r = http.post(format!("{base}/v1/stores/s/streams/new/events")).json(&json!([{"type": "T", "data": 1}])).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_segment_fails_its_reads_clearly_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    cairn_engine::storage::install_crypto();
+    let http = reqwest::Client::new();
+    let writer = start_dir(dir.path()).await;
+    http.put(format!("{writer}/v1/stores/s")).send().await.unwrap();
+    for stream in ["bad", "good"] {
+        let r = http.post(format!("{writer}/v1/stores/s/streams/{stream}/events")).json(&json!([{"type": "T", "data": {"n": 1}}, {"type": "T", "data": {"n": 2}}])).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut segs = Vec::new();
+    files_ending(dir.path(), ".seg", &mut segs);
+    segs.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+    // Cut the first segment (stream "bad") to half: its footer is gone.
+    let len = std::fs::metadata(&segs[0]).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&segs[0]).unwrap().set_len(len / 2).unwrap();
+    let base = start_dir(dir.path()).await;
+    let get = |p: &str| http.get(format!("{base}{p}")).header("accept", "application/json").send();
+    let started = std::time::Instant::now();
+    let r = get("/v1/stores/s/streams/bad/events").await.unwrap();
+    assert_eq!(r.status(), 500, "a truncated object is corrupt, not unavailable");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v), "data_corrupt", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered without retrying for long: {:?}", started.elapsed());
+    let r = get("/v1/stores/s/events?from=0").await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()), "data_corrupt");
+    // The rest of the store, the store's info and writes are fine.
+    let r = get("/v1/stores/s/events?from=2").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["events"].as_array().unwrap().len(), 2);
+    assert_eq!(get("/v1/stores/s").await.unwrap().status(), 200);
+    let r = http.post(format!("{base}/v1/stores/s/streams/good/events")).json(&json!([{"type": "T", "data": 3}])).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a stream whose head is in a newer segment");
+    // With its footer gone, nobody can tell which streams the segment
+    // holds: a read of a stream that must look through it fails the same
+    // way, rather than answer without what may be there.
+    let r = get("/v1/stores/s/streams/good/events").await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()), "data_corrupt");
+}
