@@ -142,6 +142,13 @@ pub struct Serve {
     /// With --tokens: serve /metrics without a token too.
     #[arg(long, env = "CAIRN_METRICS_PUBLIC")]
     metrics_public: bool,
+    /// Serve HTTPS: the certificate chain (PEM), leaf first. Needs
+    /// --tls-key. Both files are read again on SIGHUP.
+    #[arg(long, env = "CAIRN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Do not serve the web console at /.
     #[arg(long, env = "CAIRN_NO_CONSOLE")]
     no_console: bool,
@@ -173,25 +180,32 @@ pub async fn serve(a: Serve) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let mut state = AppState::with_metrics(engine.clone(), server, metrics);
+    let mut auth = None;
     if let Some(path) = &a.tokens {
-        let auth = Arc::new(cairn_server::auth::Auth::load(path, a.metrics_public).map_err(anyhow::Error::msg)?);
-        tracing::info!(tokens = auth.current().len(), file = %path.display(), "tokens loaded; SIGHUP reloads them");
-        reload_on_hangup(auth.clone());
-        state = state.with_auth(auth);
+        let a = Arc::new(cairn_server::auth::Auth::load(path, a.metrics_public).map_err(anyhow::Error::msg)?);
+        tracing::info!(tokens = a.current().len(), file = %path.display(), "tokens loaded; SIGHUP reloads them");
+        state = state.with_auth(a.clone());
+        auth = Some(a);
     }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(cairn_server::tls::Tls::load(cert, key).map_err(anyhow::Error::msg)?)),
+        _ => None,
+    };
+    reload_on_hangup(auth, tls.clone());
     let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
     if a.tokens.is_none() {
         tracing::warn!("no --tokens file: the API is open to anyone who can reach {addr}");
     }
-    tracing::info!(%addr, storage = %a.storage, "cairn is serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, storage = %a.storage, tls = tls.is_some(), "cairn is serving");
     if !a.no_console {
-        tracing::info!("web console at http://{addr}/");
+        tracing::info!("web console at {scheme}://{addr}/");
     }
     // Printed for scripts and tests that start on port 0.
     println!("listening on {addr}");
-    let limits = cairn_server::ConnLimits { header_read_timeout: Duration::from_secs(a.header_timeout_secs.max(1)), max_connections: a.max_connections };
+    let limits = cairn_server::ConnLimits { header_read_timeout: Duration::from_secs(a.header_timeout_secs.max(1)), max_connections: a.max_connections, tls };
     cairn_server::serve(listener, app, limits, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -204,21 +218,32 @@ pub async fn serve(a: Serve) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the tokens file again on every SIGHUP; a bad file keeps the tokens
-/// in force.
-fn reload_on_hangup(auth: Arc<cairn_server::auth::Auth>) {
+/// Reads the tokens file and the TLS pair again on every SIGHUP; what does
+/// not load keeps what is in force.
+fn reload_on_hangup(auth: Option<Arc<cairn_server::auth::Auth>>, tls: Option<Arc<cairn_server::tls::Tls>>) {
+    if auth.is_none() && tls.is_none() {
+        return;
+    }
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            match auth.reload() {
-                Ok(n) => tracing::info!(tokens = n, "tokens reloaded"),
-                Err(e) => tracing::error!(error = %e, "tokens not reloaded; the previous ones stay in force"),
+            if let Some(auth) = &auth {
+                match auth.reload() {
+                    Ok(n) => tracing::info!(tokens = n, "tokens reloaded"),
+                    Err(e) => tracing::error!(error = %e, "tokens not reloaded; the previous ones stay in force"),
+                }
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in force"),
+                }
             }
         }
     });
     #[cfg(not(unix))]
-    let _ = auth;
+    let _ = (auth, tls);
 }
 
 async fn shutdown_signal() {

@@ -352,3 +352,71 @@ async fn oversized_requests_get_a_clear_4xx_and_change_nothing() {
     assert_eq!(v["first_seq"], 0, "nothing before it was stored: {v}");
 }
 
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_tls_from_pem_files_and_reloads_them_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let make = |name: &str| {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), name.to_string()]).unwrap();
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        reqwest::Certificate::from_pem(c.cert.pem().as_bytes()).unwrap()
+    };
+    let first = make("first.test");
+    let data = dir.path().join("data");
+    let s = Server::spawn(&[
+        std::ffi::OsStr::new("--storage"), data.as_os_str(),
+        std::ffi::OsStr::new("--tls-cert"), cert.as_os_str(),
+        std::ffi::OsStr::new("--tls-key"), key.as_os_str(),
+    ]);
+    cairn_engine::storage::install_crypto();
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let https = format!("https://localhost:{port}");
+    let trusting = |c: &reqwest::Certificate| reqwest::Client::builder().tls_certs_only([c.clone()]).timeout(Duration::from_secs(10)).build().unwrap();
+    let c1 = trusting(&first);
+    assert_eq!(c1.put(format!("{https}/v1/stores/k")).send().await.unwrap().status(), 201);
+    let r = c1.post(format!("{https}/v1/stores/k/streams/s/events")).json(&json!([{"type": "T", "data": 1}])).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // HTTP/2 by ALPN.
+    let h2 = reqwest::Client::builder().tls_certs_only([first.clone()]).http2_prior_knowledge().build().unwrap();
+    let r = h2.get(format!("{https}/v1/stores/k")).send().await.unwrap();
+    assert_eq!((r.status(), r.version()), (reqwest::StatusCode::OK, reqwest::Version::HTTP_2));
+    // Plain HTTP on the TLS port gets nowhere.
+    assert!(http().get(s.url("/healthz")).send().await.is_err(), "no plain HTTP on the TLS port");
+    // A client that does not trust the certificate is refused.
+    let stranger = make("other.test");
+    assert!(trusting(&stranger).get(format!("{https}/healthz")).send().await.is_err());
+    // The files now hold the new pair: SIGHUP, and new connections get it.
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = trusting(&stranger).get(format!("{https}/v1/stores/k")).send().await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reloaded certificate is served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A bad pair on SIGHUP keeps the one in force.
+    std::fs::write(&key, "not a key").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(trusting(&stranger).get(format!("{https}/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[test]
+fn tls_flags_need_each_other_and_readable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| Command::new(env!("CARGO_BIN_EXE_cairn")).args(["serve", "--listen", "127.0.0.1:0", "--storage"]).arg(dir.path()).args(extra).output().unwrap();
+    let o = run(&["--tls-cert", "/nonexistent/cert.pem"]);
+    assert_eq!(o.status.code(), Some(2), "clap refuses a cert without a key");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tls-key"));
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "hello").unwrap();
+    let o = run(&["--tls-cert", garbage.to_str().unwrap(), "--tls-key", garbage.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("garbage.pem") && err.trim_end().lines().count() <= 2, "{err}");
+}

@@ -20,6 +20,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 mod routes;
+pub mod tls;
 pub mod wire;
 
 use std::sync::Arc;
@@ -127,18 +128,21 @@ impl AppState {
     }
 }
 
-/// Limits of the accept loop ([`serve`]).
-#[derive(Clone, Debug)]
+/// Limits of the accept loop ([`serve`]), and TLS if it is on.
+#[derive(Clone)]
 pub struct ConnLimits {
-    /// A client must send a request's headers within this (slowloris).
+    /// A client must finish the TLS handshake, then send a request's
+    /// headers, each within this (slowloris).
     pub header_read_timeout: Duration,
     /// Open connections at most; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Serve TLS with this certificate (`None`: plain HTTP).
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 impl Default for ConnLimits {
     fn default() -> Self {
-        ConnLimits { header_read_timeout: Duration::from_secs(10), max_connections: 10_000 }
+        ConnLimits { header_read_timeout: Duration::from_secs(10), max_connections: 10_000, tls: None }
     }
 }
 
@@ -178,11 +182,30 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: ConnL
         };
         let _ = stream.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned());
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
+        match &limits.tls {
+            None => {
+                let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+            Some(tls) => {
+                // The handshake runs in the connection's task, bounded like
+                // the headers, so a slow one holds up nobody else.
+                let (acceptor, watcher, builder, timeout) = (tls.acceptor(), graceful.watcher(), builder.clone(), limits.header_read_timeout);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned()).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     graceful.shutdown().await;
