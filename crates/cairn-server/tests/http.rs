@@ -577,4 +577,9 @@ async fn a_truncated_segment_fails_its_reads_clearly_and_nothing_else() {
     let r = get("/v1/stores/s/streams/good/events").await.unwrap();
     assert_eq!(r.status(), 500);
     assert_eq!(code(&r.json::<Value>().await.unwrap()), "data_corrupt");
+    // So does an append to a stream that may be in it; nothing is written.
+    let r = http.post(format!("{base}/v1/stores/s/streams/new/events")).json(&json!([{"type": "T", "data": 4}])).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()), "data_corrupt");
+    assert_eq!(get("/v1/stores/s").await.unwrap().json::<Value>().await.unwrap()["next_seq"], 5);
 }
