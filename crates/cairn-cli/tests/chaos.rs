@@ -59,6 +59,20 @@ struct Batch {
     expected: Option<Expected>,
 }
 
+impl Batch {
+    /// The batch as an append body in the object form.
+    fn body(&self, writer: usize) -> Value {
+        let events: Vec<Value> = self.ids.iter().map(|id| json!({"type": "T", "id": id, "data": {"w": writer}})).collect();
+        let expected = match self.expected {
+            None => json!("any"),
+            Some(Expected::NoStream) => json!("no_stream"),
+            Some(Expected::Revision(r)) => json!(r),
+            Some(e) => panic!("unused expectation {e:?}"),
+        };
+        json!({"events": events, "expected": expected})
+    }
+}
+
 /// What became of a batch, as far as its writer knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
@@ -174,15 +188,7 @@ impl Writer {
                 Some(b) => b,
                 None => self.next_batch(),
             };
-            let events: Vec<Value> = b.ids.iter().map(|id| json!({"type": "T", "id": id, "data": {"w": self.w}})).collect();
-            let expected = match b.expected {
-                None => json!("any"),
-                Some(Expected::NoStream) => json!("no_stream"),
-                Some(Expected::Revision(r)) => json!(r),
-                Some(e) => panic!("unused expectation {e:?}"),
-            };
-            let body = json!({"events": events, "expected": expected});
-            let r = http.post(format!("{base}/v1/stores/k/streams/{}/events", b.stream)).json(&body).send().await;
+            let r = http.post(format!("{base}/v1/stores/k/streams/{}/events", b.stream)).json(&b.body(self.w)).send().await;
             let answer = match r {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -271,14 +277,7 @@ async fn kill_9_at_random_points() {
 /// Sends a writer's pending batch once more on a live node.
 async fn retry_once(mut w: Writer, http: &reqwest::Client, base: &str) -> Writer {
     let b = w.pending.take().unwrap();
-    let events: Vec<Value> = b.ids.iter().map(|id| json!({"type": "T", "id": id, "data": {"w": w.w}})).collect();
-    let expected = match b.expected {
-        None => json!("any"),
-        Some(Expected::NoStream) => json!("no_stream"),
-        Some(Expected::Revision(r)) => json!(r),
-        Some(e) => panic!("unused expectation {e:?}"),
-    };
-    let r = http.post(format!("{base}/v1/stores/k/streams/{}/events", b.stream)).json(&json!({"events": events, "expected": expected})).send().await.unwrap();
+    let r = http.post(format!("{base}/v1/stores/k/streams/{}/events", b.stream)).json(&b.body(w.w)).send().await.unwrap();
     assert_eq!(r.status(), 200, "the retried batch is answered");
     let v: Value = r.json().await.unwrap();
     w.retried += 1;
