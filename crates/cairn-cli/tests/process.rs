@@ -382,6 +382,9 @@ async fn serves_tls_from_pem_files_and_reloads_them_on_sighup() {
     let h2 = reqwest::Client::builder().tls_certs_only([first.clone()]).http2_prior_knowledge().build().unwrap();
     let r = h2.get(format!("{https}/v1/stores/k")).send().await.unwrap();
     assert_eq!((r.status(), r.version()), (reqwest::StatusCode::OK, reqwest::Version::HTTP_2));
+    // The header bound holds on HTTP/2 too.
+    let big = h2.get(format!("{https}/v1/stores/k")).header("x-big", "h".repeat(70 << 10)).send().await;
+    assert!(big.as_ref().map_or(true, |r| r.status() == 431), "{big:?}");
     // Plain HTTP on the TLS port gets nowhere.
     assert!(http().get(s.url("/healthz")).send().await.is_err(), "no plain HTTP on the TLS port");
     // A client that does not trust the certificate is refused.

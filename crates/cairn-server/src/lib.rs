@@ -161,7 +161,9 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: ConnL
     // A request head (request line and headers) over MAX_HEAD_BYTES gets
     // 431 from hyper, and the connection is closed.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
-    builder.http2().timer(TokioTimer::new());
+    // The same bound on an HTTP/2 header list, and at most 256 requests at
+    // once on one connection.
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32).max_concurrent_streams(256);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
