@@ -29,9 +29,8 @@ fn fix_frame(frame: &mut [u8]) {
 /// Recomputes the footer CRC32C in an object's trailer. Returns false when
 /// the trailer's footer length does not fit the object.
 fn fix_tail(obj: &mut [u8]) -> bool {
-    let Some(t) = obj.len().checked_sub(TRAILER_LEN) else { return false };
-    let footer_len = u32::from_le_bytes([obj[t + 12], obj[t + 13], obj[t + 14], obj[t + 15]]) as usize;
-    let Some(start) = t.checked_sub(footer_len) else { return false };
+    let Some(start) = raw_tail_start(obj) else { return false };
+    let t = obj.len() - TRAILER_LEN;
     let crc = crc32c::crc32c(&obj[start..t]);
     obj[t + 16..t + 20].copy_from_slice(&crc.to_le_bytes());
     true
@@ -41,6 +40,14 @@ fn fix_tail(obj: &mut [u8]) -> bool {
 fn tail_start(obj: &[u8]) -> Option<usize> {
     let t = decode_trailer(&obj[obj.len().checked_sub(TRAILER_LEN)?..], OBJECT).ok()?;
     obj.len().checked_sub(usize::try_from(t.tail_len()).ok()?)
+}
+
+/// Where the tail starts by the trailer's footer length alone (index
+/// objects have their own magic; `decode_index_footer` checks it).
+fn raw_tail_start(obj: &[u8]) -> Option<usize> {
+    let t = obj.len().checked_sub(TRAILER_LEN)?;
+    let footer_len = u32::from_le_bytes([obj[t + 12], obj[t + 13], obj[t + 14], obj[t + 15]]) as usize;
+    t.checked_sub(footer_len)
 }
 
 /// A segment's footer, read as the engine reads it: the tail at the offset
@@ -109,7 +116,7 @@ pub fn segment(data: &[u8]) {
 }
 
 fn read_index(obj: &[u8]) {
-    let Some(start) = tail_start(obj) else { return };
+    let Some(start) = raw_tail_start(obj) else { return };
     let Ok(footer) = decode_index_footer(&obj[start..], Some(start as u64), OBJECT) else { return };
     for seq in [footer.first_seq, footer.end_seq.saturating_sub(1), footer.end_seq, u64::MAX] {
         let _ = footer.segment_of(seq);
@@ -133,7 +140,7 @@ pub fn index(data: &[u8]) {
     if !fix_tail(&mut obj) {
         return;
     }
-    if let Some(start) = tail_start(&obj) {
+    if let Some(start) = raw_tail_start(&obj) {
         if let Ok(footer) = decode_index_footer(&obj[start..], Some(start as u64), OBJECT) {
             for p in &footer.pages {
                 fix_frame(&mut obj[p.offset as usize..(p.offset + u64::from(p.len)) as usize]);
