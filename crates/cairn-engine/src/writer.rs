@@ -266,6 +266,7 @@ impl Writer {
         self.take_maintenance().await;
         let mut uploaded: Option<Uploaded> = None;
         let mut fresh_look = false;
+        let mut restarted = false;
         let mut attempt = 0u32;
         // A batch staged while the one before committed is used as it is if
         // that commit is the view now.
@@ -283,6 +284,16 @@ impl Writer {
                         reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::Storage(e.clone()))));
                         return;
                     }
+                    continue;
+                }
+                Err(PrepareError::Storage(StorageError::NotFound(m))) if !restarted => {
+                    // An object the view names is gone: other nodes rolled
+                    // it up and GC took it after its grace, while this view
+                    // stood still. Start over from the newest manifest once,
+                    // rather than fail every request on the same view.
+                    tracing::debug!(store = %self.store.paths.store, missing = %m, "view behind GC; starting over from storage");
+                    restarted = true;
+                    self.restart_from_storage().await;
                     continue;
                 }
                 Err(PrepareError::Storage(e)) => {
@@ -398,12 +409,7 @@ impl Writer {
                 Resolved::Unknown => {
                     reqs.iter_mut().for_each(|r| r.answer(Err(AppendError::CommitOutcomeUnknown)));
                     // Start over from storage: our view may be behind or ahead.
-                    self.heads.clear();
-                    if let Ok(m) = self.store.refresh().await {
-                        self.window.gaps.push((self.view.next_seq.min(m.next_seq), m.next_seq));
-                        self.view = m;
-                        self.view_confirmed = None;
-                    }
+                    self.restart_from_storage().await;
                     return;
                 }
             }
@@ -766,6 +772,17 @@ impl Writer {
                     Err(e) => tracing::warn!(error = %e, "roll-up task failed"),
                 }
             }
+        }
+    }
+
+    /// Forgets the cached heads and takes the newest manifest as the view;
+    /// the ids of what it adds are looked up in storage when needed.
+    async fn restart_from_storage(&mut self) {
+        self.heads.clear();
+        if let Ok(m) = self.store.refresh().await {
+            self.window.gaps.push((self.view.next_seq.min(m.next_seq), m.next_seq));
+            self.view = m;
+            self.view_confirmed = None;
         }
     }
 

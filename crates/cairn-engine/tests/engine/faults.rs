@@ -12,7 +12,7 @@ use std::time::Duration;
 use cairn_engine::testing::{FaultStore, Faults};
 use cairn_engine::{AppendError, AppendOutcome, Engine, EngineConfig};
 
-use crate::{batch, ev, read_all, test_config, with_id, Backend, Fixture};
+use crate::{batch, ev, read_all, small_config, test_config, with_id, Backend, Fixture};
 
 fn faulty_config() -> EngineConfig {
     EngineConfig {
@@ -209,4 +209,31 @@ async fn a_commit_below_a_known_gc_floor_is_not_acknowledged() {
     let data: Vec<&[u8]> = all.iter().map(|r| r.event.data.as_ref()).collect();
     assert_eq!(data, [&b"0"[..], b"1", b"0", b"1", b"2", b"3", b"2"], "every acknowledged event, in order");
     assert_eq!(second.first_seq, 6, "A's second batch at the seq it was acknowledged with");
+}
+
+/// Found by a 45 s run of the three-node campaign: a writer whose view
+/// names segments that other nodes rolled up and GC then took (after
+/// `retired_grace`) failed every append with `storage_unavailable`, for as
+/// long as nothing moved its view. It now starts over from the newest
+/// manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_view_was_collected_starts_over() {
+    let fx = Fixture::new(Backend::Memory);
+    let cfg = EngineConfig { manifest_retention: Duration::ZERO, retired_grace: Duration::ZERO, ..small_config() };
+    let a = Engine::new(fx.store.clone(), cfg.clone());
+    let b = Engine::new(fx.store.clone(), cfg.clone());
+    b.create_store("s").await.unwrap();
+    for i in 0..3 {
+        b.append("s", batch(vec![ev(&format!("early-{i}"), "T", "0")])).await.unwrap();
+    }
+    // A opens the store: its view names those three segments, none read.
+    assert_eq!(a.store_info("s").await.unwrap().next_seq, 3);
+    for i in 0..30 {
+        b.append("s", batch(vec![ev(&format!("late-{i}"), "T", "1")])).await.unwrap();
+    }
+    let report = b.gc("s").await.unwrap();
+    assert!(report.objects_deleted > 0, "the early segments were collected: {report:?}");
+    let o = a.append("s", batch(vec![ev("new", "T", "2")])).await.unwrap();
+    assert_eq!(o.first_seq, 33);
+    assert_eq!(read_all(&b, "s").await.len(), 34);
 }
