@@ -212,6 +212,33 @@ async fn bench_stream() {
     );
 }
 
+/// Appends where every event starts a new stream, so every head is looked
+/// up cold (`no_stream` must be proven against all history): batches of
+/// 1,000 new streams, one appender, on a store that grows to `total`.
+async fn bench_cold_streams() {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let engine = Engine::new(local(dir.path()), config());
+    engine.create_store("b").await.expect("create");
+    let total: u64 = 300_000;
+    let mut rates = Vec::new();
+    let mut t = Instant::now();
+    for first in (0..total).step_by(1000) {
+        let events = (first..first + 1000).map(|i| event(format!("new-{i}"), i, 100)).collect();
+        engine.append("b", AppendBatch { events, expected: vec![] }).await.expect("append");
+        if (first + 1000) % 100_000 == 0 {
+            rates.push(100_000.0 / t.elapsed().as_secs_f64());
+            t = Instant::now();
+        }
+    }
+    let info = engine.store_info("b").await.expect("info");
+    println!(
+        "append 100 B x 1000/batch, every event a new stream, 1 appender: {} events/s per 100k events as the store grows to {total} ({} index objects, {} recent segments)",
+        rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+        info.index_objects,
+        info.segments,
+    );
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -326,6 +353,9 @@ fn main() {
         if on("append") {
             bench_append("append 100 B x 1000/batch (one stream each), 16 appenders", 3_000_000, 1000, 16, 100, 0).await;
             bench_append("append 100 B x 1000/batch (1000 streams each), 16 appenders", 3_000_000, 1000, 16, 100, 1000).await;
+        }
+        if on("coldstreams") {
+            bench_cold_streams().await;
         }
         if on("append1") {
             bench_append("append 100 B x 1/batch, 64 appenders", 50_000, 1, 64, 100, 1000).await;

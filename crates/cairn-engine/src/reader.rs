@@ -68,6 +68,51 @@ pub(crate) async fn head(store: &Store, m: &Manifest, stream: &str) -> Result<Op
     Ok(None)
 }
 
+/// The heads of many streams at once, as [`head`] finds each: every footer
+/// and index page is looked at once for all of them, not once per stream
+/// (a batch of thousands of new streams must prove each absent from all
+/// recent segments).
+pub(crate) async fn heads(store: &Store, m: &Manifest, names: &[&str]) -> Result<Vec<Option<u64>>, StorageError> {
+    let hashes: Vec<BloomHash> = names.iter().map(|n| BloomHash::of(n.as_bytes())).collect();
+    let mut found: Vec<Option<u64>> = vec![None; names.len()];
+    let mut open: Vec<usize> = (0..names.len()).collect();
+    for seg in m.segments.iter().rev() {
+        if open.is_empty() {
+            break;
+        }
+        let f = store.footer(seg).await?;
+        open.retain(|&i| match f.stream_hashed(names[i], hashes[i]) {
+            Some(s) => {
+                found[i] = Some(s.last_revision());
+                false
+            }
+            None => true,
+        });
+    }
+    for idx in m.indexes.iter().rev() {
+        if open.is_empty() {
+            break;
+        }
+        let f = store.index_footer(idx).await?;
+        let mut by_page: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+        for &i in &open {
+            if let Some(p) = f.page_for_hashed(names[i], hashes[i]) {
+                by_page.entry(p).or_default().push(i);
+            }
+        }
+        for (p, members) in by_page {
+            let page = store.page(&idx.name, &f.pages[p]).await?;
+            for i in members {
+                if let Ok(k) = page.binary_search_by(|s| s.name.as_str().cmp(names[i])) {
+                    found[i] = Some(page[k].last_revision);
+                }
+            }
+        }
+        open.retain(|&i| found[i].is_none());
+    }
+    Ok(found)
+}
+
 /// A block of a stream: where it is and the stream's first revision in it.
 #[derive(Clone, Debug)]
 struct StreamBlockLoc {

@@ -243,6 +243,29 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
 }
 
 impl Writer {
+    /// Looks up, all at once, the heads of the streams of `reqs` that are
+    /// neither cached nor in `overlay`.
+    async fn load_heads(&mut self, reqs: &[Pending], overlay: &HashMap<String, Option<u64>>) -> Result<(), StorageError> {
+        let mut seen = foldhash::HashSet::default();
+        let names: Vec<&str> = reqs
+            .iter()
+            .filter(|r| r.reply.is_some())
+            .flat_map(|r| r.batch.events.iter().map(|e| e.stream.as_str()))
+            .filter(|s| !self.heads.contains_key(*s) && !overlay.contains_key(*s) && seen.insert(*s))
+            .collect();
+        if names.len() < 2 {
+            return Ok(());
+        }
+        let found = reader::heads(&self.store, &self.view, &names).await?;
+        if self.heads.len() + names.len() > 1_000_000 {
+            self.heads.clear();
+        }
+        for (n, h) in names.into_iter().zip(found) {
+            self.heads.insert(n.to_string(), h);
+        }
+        Ok(())
+    }
+
     async fn head(&mut self, stream: &str) -> Result<Option<u64>, StorageError> {
         if let Some(h) = self.heads.get(stream) {
             return Ok(*h);
@@ -469,6 +492,7 @@ impl Writer {
         let mut events: Vec<Event> = Vec::new();
         let mut out = Prepared { events: Arc::new(Vec::new()), accepted: Vec::new(), same_as: Vec::new() };
         let mut replies: Vec<(usize, Result<AppendOutcome, AppendError>)> = Vec::new();
+        self.load_heads(reqs, &overlay).await?;
         for ri in 0..reqs.len() {
             if reqs[ri].reply.is_none() {
                 continue;

@@ -92,7 +92,12 @@ pub struct IndexFooter {
 impl IndexFooter {
     /// The page that may hold `stream`, if the filter lets it through.
     pub fn page_for(&self, stream: &str) -> Option<usize> {
-        if !self.stream_filter.may_contain(BloomHash::of(stream.as_bytes())) {
+        self.page_for_hashed(stream, BloomHash::of(stream.as_bytes()))
+    }
+
+    /// [`IndexFooter::page_for`] with the filter hash computed by the caller.
+    pub fn page_for_hashed(&self, stream: &str, h: BloomHash) -> Option<usize> {
+        if !self.stream_filter.may_contain(h) {
             return None;
         }
         let i = self.pages.partition_point(|p| p.last.as_str() < stream);

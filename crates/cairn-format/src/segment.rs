@@ -89,7 +89,13 @@ pub struct Footer {
 
 impl Footer {
     pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
-        if !self.stream_filter.may_contain(BloomHash::of(name.as_bytes())) {
+        self.stream_hashed(name, BloomHash::of(name.as_bytes()))
+    }
+
+    /// [`Footer::stream`] with the name's filter hash computed once by the
+    /// caller (who probes many footers with it).
+    pub fn stream_hashed(&self, name: &str, h: BloomHash) -> Option<&StreamEntry> {
+        if !self.stream_filter.may_contain(h) {
             return None;
         }
         self.streams

@@ -21,6 +21,7 @@ cairn_engine::on_every_backend!(
     two_engines_interleave_commits,
     manifests_stay_small_over_many_commits,
     docs_compare_and_swap,
+    a_batch_over_many_streams_finds_every_head,
 );
 
 async fn stores_are_created_listed_and_deleted(b: Backend) {
@@ -444,4 +445,31 @@ async fn docs_compare_and_swap(b: Backend) {
     assert!(again.created);
     e.put_doc("s", "view", b"newer", None, DocCondition::None).await.unwrap();
     assert_eq!(e.get_doc("s", "view").await.unwrap().body.as_ref(), b"newer");
+}
+
+/// Heads of a batch's streams are looked up together (every footer and
+/// index page once): streams in recent segments, behind index objects,
+/// in both, and new ones all get the next revision, from a node whose
+/// cache is cold.
+async fn a_batch_over_many_streams_finds_every_head(b: Backend) {
+    let fx = Fixture::new(b);
+    let w = fx.engine(small_config());
+    w.create_store("s").await.unwrap();
+    // Stream k gets k % 7 + 1 events over many small commits, so roll-ups
+    // put the older ones behind index objects.
+    for round in 0..7 {
+        let events: Vec<_> = (0..60).filter(|k| k % 7 >= round).map(|k| ev(&format!("s{k}"), "T", "1")).collect();
+        for chunk in events.chunks(9) {
+            w.append("s", batch(chunk.to_vec())).await.unwrap();
+        }
+    }
+    assert!(w.store_info("s").await.unwrap().index_objects > 0, "some history is behind index objects");
+    let cold = fx.engine(small_config());
+    let events: Vec<_> = (0..80).map(|k| ev(&format!("s{k}"), "T", "2")).collect();
+    let o = cold.append("s", batch(events)).await.unwrap();
+    for r in &o.streams {
+        let k: u64 = r.stream[1..].parse().unwrap();
+        let want = if k < 60 { k % 7 + 1 } else { 0 };
+        assert_eq!(r.first_revision, want, "stream {}", r.stream);
+    }
 }
