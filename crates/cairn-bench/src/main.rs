@@ -90,6 +90,10 @@ struct PeersArgs {
     /// results.json, peers.png), not into --doc and --plot.
     #[arg(long)]
     no_doc: bool,
+    /// Keep each system's data in the work directory after its run (by
+    /// default it is deleted before the next system starts).
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Everything measured of one system.
@@ -99,7 +103,7 @@ struct Results {
     load: Option<(Duration, u64)>,
     appends: Vec<AppendRun>,
     latency_1: Option<AppendRun>,
-    catch_up: Option<(Duration, u64)>,
+    catch_up: Option<Duration>,
     streams: Option<Latencies>,
     tail: Option<Latencies>,
     disk_bytes: u64,
@@ -163,7 +167,9 @@ async fn run(args: PeersArgs) -> Result<()> {
         }
         .with_context(|| format!("benchmarking {system:?}"))?;
         // Each system's data goes before the next starts: disk and page cache.
-        std::fs::remove_dir_all(&dir)?;
+        if !args.keep {
+            std::fs::remove_dir_all(&dir)?;
+        }
         all.push((*system, r));
     }
 
@@ -270,20 +276,29 @@ async fn load(peer: &dyn Peer, corpus: Corpus) -> Result<(Duration, u64)> {
 /// the corpus first (the store holds exactly the corpus), then appends,
 /// then the tail.
 async fn measure(args: &PeersArgs, peer: Arc<dyn Peer>, corpus: Corpus, r: &mut Results) -> Result<()> {
-    eprintln!("bench:   catch-up read of {} events", corpus.total);
-    r.catch_up = Some(workload::catch_up(&*peer, corpus.total).await?);
-    eprintln!("bench:   {} one-stream reads", args.stream_reads);
-    r.streams = Some(workload::read_streams(&*peer, corpus, args.stream_reads, 7).await?);
+    let (d, _) = workload::catch_up(&*peer, corpus.total).await?;
+    eprintln!("bench:   catch-up read of {} events: {:.1} s, {:.0} events/s", corpus.total, d.as_secs_f64(), corpus.total as f64 / d.as_secs_f64());
+    r.catch_up = Some(d);
+    let l = workload::read_streams(&*peer, corpus, args.stream_reads, 7).await?;
+    eprintln!("bench:   {} one-stream reads: {}", args.stream_reads, quantiles(&l));
+    r.streams = Some(l);
     let duration = Duration::from_secs(args.seconds);
     for (i, (label, _, w)) in append_workloads(duration).into_iter().enumerate() {
-        eprintln!("bench:   {label}");
-        r.appends.push(workload::append(peer.clone(), w, &format!("a{i}")).await?);
+        let run = workload::append(peer.clone(), w, &format!("a{i}")).await?;
+        eprintln!("bench:   {label}: {:.0} events/s, {}", run.events_per_sec(), quantiles(&run.latencies));
+        r.appends.push(run);
     }
-    eprintln!("bench:   single-event appends, 1 client");
-    r.latency_1 = Some(workload::append(peer.clone(), Append { size: 100, batch: 1, clients: 1, duration }, "l1").await?);
-    eprintln!("bench:   tail latency, {} samples", args.tail_samples);
-    r.tail = Some(workload::tail(peer, args.tail_samples, 100, Duration::from_millis(20)).await?);
+    let run = workload::append(peer.clone(), Append { size: 100, batch: 1, clients: 1, duration }, "l1").await?;
+    eprintln!("bench:   single-event appends, 1 client: {:.0} events/s, {}", run.events_per_sec(), quantiles(&run.latencies));
+    r.latency_1 = Some(run);
+    let l = workload::tail(peer, args.tail_samples, 100, Duration::from_millis(20)).await?;
+    eprintln!("bench:   tail latency, {} samples: {}", args.tail_samples, quantiles(&l));
+    r.tail = Some(l);
     Ok(())
+}
+
+fn quantiles(l: &Latencies) -> String {
+    format!("p50 {:.2} ms, p99 {:.2} ms", ms(l.quantile(0.5)), ms(l.quantile(0.99)))
 }
 
 /// Bytes of the files under `dir`.
@@ -319,7 +334,7 @@ fn build_report(args: &PeersArgs, corpus: Corpus, all: &[(System, Results)]) -> 
         workload: format!("catch-up read of {} events", corpus.total),
         unit: "events/s",
         better: Better::Higher,
-        values: col(&|r| r.catch_up.map(|(d, _)| corpus.total as f64 / d.as_secs_f64())),
+        values: col(&|r| r.catch_up.map(|d| corpus.total as f64 / d.as_secs_f64())),
         plot: Some((Panel::Throughput, "catch-up read")),
     });
     let lat = |workload: &str, q: f64, unit: &'static str, f: fn(&Results) -> Option<&Latencies>, short: &'static str| Measure {

@@ -105,8 +105,10 @@ pub struct Serve {
     /// Bytes of decoded blocks kept in memory.
     #[arg(long, env = "CAIRN_BLOCK_CACHE_BYTES", default_value_t = 256 << 20)]
     block_cache_bytes: u64,
-    /// Bytes of footers and index pages kept in memory.
-    #[arg(long, env = "CAIRN_META_CACHE_BYTES", default_value_t = 64 << 20)]
+    /// Bytes of footers and index pages kept in memory (5/8 of it for the
+    /// footers of recent segments, which every stream read and head
+    /// look-up consults).
+    #[arg(long, env = "CAIRN_META_CACHE_BYTES", default_value_t = 256 << 20)]
     meta_cache_bytes: u64,
     /// Request bodies over this many bytes get 413.
     #[arg(long, env = "CAIRN_BODY_LIMIT", default_value_t = 64 << 20)]

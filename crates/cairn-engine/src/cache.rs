@@ -85,12 +85,15 @@ impl Block {
 
 impl Caches {
     pub fn new(meta_bytes: u64, block_bytes: u64, observer: Arc<dyn Observer>) -> Self {
-        let meta = meta_bytes / 3;
+        // Every stream read and head look-up consults the footer of every
+        // recent segment (up to `max_recent_segments`), so footers get the
+        // most: when they do not all fit, each read decodes them again.
+        let eighth = meta_bytes / 8;
         Caches {
             observer,
-            footers: Cache::with_weighter(1024, meta.max(1), ByWeight),
-            index_footers: Cache::with_weighter(256, meta.max(1), ByWeight),
-            pages: Cache::with_weighter(1024, meta.max(1), ByWeight),
+            footers: Cache::with_weighter(1024, (eighth * 5).max(1), ByWeight),
+            index_footers: Cache::with_weighter(256, eighth.max(1), ByWeight),
+            pages: Cache::with_weighter(1024, (eighth * 2).max(1), ByWeight),
             blocks: Cache::with_weighter(1024, block_bytes.max(1), ByWeight),
         }
     }

@@ -114,7 +114,7 @@ impl Default for EngineConfig {
             retry_for: Duration::from_secs(5),
             idempotency_window: 1_000_000,
             encode: Default::default(),
-            meta_cache_bytes: 64 << 20,
+            meta_cache_bytes: 256 << 20,
             block_cache_bytes: 256 << 20,
             scan_range_bytes: 8 << 20,
             read_ahead: 2,

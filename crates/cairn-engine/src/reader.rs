@@ -495,8 +495,25 @@ pub struct StreamScan {
     left: usize,
     tag: Option<(String, String)>,
     blocks: VecDeque<StreamBlockLoc>,
+    /// Blocks being read ahead, in order: each a task, so blocks are
+    /// fetched and decoded on all cores at once.
+    inflight: VecDeque<(StreamBlockLoc, tokio::task::JoinHandle<Result<Arc<Block>, StorageError>>)>,
+    /// How many blocks to read ahead: 1 at first (a read of a few events
+    /// costs no more), doubled with every block up to [`STREAM_READ_AHEAD`].
+    depth: usize,
     /// The last revision of the stream when the read started.
     head: Option<u64>,
+}
+
+/// The most blocks a stream read fetches at once.
+const STREAM_READ_AHEAD: usize = 16;
+
+impl Drop for StreamScan {
+    fn drop(&mut self) {
+        for (_, t) in &self.inflight {
+            t.abort();
+        }
+    }
 }
 
 impl StreamScan {
@@ -514,6 +531,8 @@ impl StreamScan {
             left: opts.limit.unwrap_or(usize::MAX),
             tag: opts.tag,
             blocks: VecDeque::new(),
+            inflight: VecDeque::new(),
+            depth: 1,
             head: None,
         };
         s.plan(&view, from).await?;
@@ -532,6 +551,9 @@ impl StreamScan {
     }
 
     async fn plan(&mut self, view: &Manifest, from: Option<u64>) -> Result<(), StorageError> {
+        for (_, t) in self.inflight.drain(..) {
+            t.abort();
+        }
         let all = stream_blocks(&self.store, view, &self.stream).await?;
         self.head = head(&self.store, view, &self.stream).await?;
         let ends: Vec<u64> = all.iter().skip(1).map(|b| b.first_revision).chain(self.head.map(|h| h + 1)).collect();
@@ -564,13 +586,21 @@ impl StreamScan {
                 return Ok(None);
             }
             let Some(cursor) = self.next else { return Ok(None) };
-            let Some(loc) = self.blocks.pop_front() else {
+            while self.inflight.len() < self.depth {
+                let Some(loc) = self.blocks.pop_front() else { break };
+                let (store, l) = (self.store.clone(), loc.clone());
+                let task = tokio::spawn(async move { store.block(&l.segment, l.offset, l.len, l.first_index, true).await });
+                self.inflight.push_back((loc, task));
+            }
+            let Some((loc, task)) = self.inflight.pop_front() else {
                 if self.direction == Direction::Forward {
                     self.next = Some(self.head.map_or(cursor, |h| cursor.max(h + 1)));
                 }
                 return Ok(None);
             };
-            let evs = match self.store.block(&loc.segment, loc.offset, loc.len, loc.first_index, true).await {
+            self.depth = (self.depth * 2).min(STREAM_READ_AHEAD);
+            let fetched = task.await.map_err(|e| StorageError::Backend(format!("a block read failed: {e}")))?;
+            let evs = match fetched {
                 Ok(e) => e,
                 Err(StorageError::NotFound(_)) => {
                     let view = self.store.refresh().await?;

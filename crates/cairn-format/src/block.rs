@@ -164,9 +164,11 @@ pub fn decode_block(frame: &[u8], first_index: u32, object: &str) -> Result<Vec<
     Ok(events.into_iter().zip(first_index..).map(|(event, index)| DecodedEvent { index, event }).collect())
 }
 
-/// Decodes one framed block into its events, in order.
+/// Decodes one framed block into its events, in order. The events' data
+/// are slices of one buffer holding the decoded block (one allocation for
+/// the block, not one per event).
 pub fn decode_block_events(frame: &[u8], object: &str) -> Result<Vec<Event>, Error> {
-    let raw = unframe(frame, object, "block")?;
+    let raw = Bytes::from(unframe(frame, object, "block")?.into_owned());
     decode_payload(&raw).map_err(|e| Error::Corrupt(format!("{object}: block: {e}")))
 }
 
@@ -226,7 +228,9 @@ pub(crate) fn unframe<'a>(frame: &'a [u8], object: &str, what: &str) -> Result<s
     Ok(raw)
 }
 
-fn decode_payload(raw: &[u8]) -> Result<Vec<Event>, Error> {
+/// The events of a decoded block payload, all of it checked; their data
+/// are slices of `raw`.
+fn decode_payload(raw: &Bytes) -> Result<Vec<Event>, Error> {
     let mut c = Cursor::new(raw, "payload");
     // Every event takes at least 5 bytes (flags, stream, type, ts, data len).
     let n = c.count(5)?;
@@ -279,10 +283,10 @@ fn decode_payload(raw: &[u8]) -> Result<Vec<Event>, Error> {
                 tags.push((k, v));
             }
         }
-        let data = Bytes::copy_from_slice(c.bytes()?);
+        let data = c.bytes()?;
         let revision = next_rev[si];
         next_rev[si] = revision.checked_add(1).ok_or_else(|| Error::Corrupt(format!("event {i}: revision overflows")))?;
-        out.push(Event { stream: stream.clone(), revision, event_type: event_type.clone(), timestamp: ts, id, tags, binary: flags & FLAG_BINARY != 0, data });
+        out.push(Event { stream: stream.clone(), revision, event_type: event_type.clone(), timestamp: ts, id, tags, binary: flags & FLAG_BINARY != 0, data: raw.slice_ref(data) });
     }
     if c.remaining() != 0 {
         return Err(Error::Corrupt(format!("{} trailing bytes", c.remaining())));

@@ -47,6 +47,10 @@ const COPY_CHUNK: u64 = 10_000;
 
 pub struct Postgres {
     config: String,
+    /// The connection one-stream reads share, as an application's pool
+    /// would hold it.
+    reads: Client,
+    read_stream: Statement,
 }
 
 /// Connects and drives the connection in a task; notifications (LISTEN)
@@ -68,7 +72,8 @@ impl Postgres {
     pub async fn connect(config: &str) -> Result<Postgres> {
         let client = connect(config, None).await?;
         client.batch_execute(SCHEMA).await.context("creating the events table")?;
-        Ok(Postgres { config: config.to_string() })
+        let read_stream = client.prepare("SELECT position, revision, type, data::text FROM events WHERE stream = $1 ORDER BY revision").await?;
+        Ok(Postgres { config: config.to_string(), reads: client, read_stream })
     }
 }
 
@@ -124,8 +129,7 @@ impl Peer for Postgres {
     }
 
     async fn read_stream(&self, stream: &str) -> Result<Read> {
-        let client = connect(&self.config, None).await?;
-        let rows = client.query("SELECT position, revision, type, data::text FROM events WHERE stream = $1 ORDER BY revision", &[&stream]).await?;
+        let rows = self.reads.query(&self.read_stream, &[&stream]).await?;
         let mut read = Read::default();
         for row in rows {
             let data: &str = row.try_get(3)?;

@@ -22,6 +22,7 @@ cairn_engine::on_every_backend!(
     manifests_stay_small_over_many_commits,
     docs_compare_and_swap,
     a_batch_over_many_streams_finds_every_head,
+    a_stream_over_many_blocks_reads_whole_cold_and_warm,
 );
 
 async fn stores_are_created_listed_and_deleted(b: Backend) {
@@ -471,5 +472,37 @@ async fn a_batch_over_many_streams_finds_every_head(b: Backend) {
         let k: u64 = r.stream[1..].parse().unwrap();
         let want = if k < 60 { k % 7 + 1 } else { 0 };
         assert_eq!(r.first_revision, want, "stream {}", r.stream);
+    }
+}
+
+/// A stream whose events lie one to a block over many segments and index
+/// objects (the blocks are read ahead, several at once, and decoded for
+/// that stream alone) reads whole and in order, forwards and backwards,
+/// with limits, from a cold node and again warm.
+async fn a_stream_over_many_blocks_reads_whole_cold_and_warm(b: Backend) {
+    let fx = Fixture::new(b);
+    let w = fx.engine(small_config());
+    w.create_store("s").await.unwrap();
+    for i in 0..120 {
+        let mut events = vec![ev("x", "T", &format!("{{\"i\":{i}}}"))];
+        events.extend((0..3).map(|k| ev(&format!("o{}", i * 3 + k), "U", "{}")));
+        w.append("s", batch(events)).await.unwrap();
+    }
+    assert!(w.store_info("s").await.unwrap().index_objects > 0, "some history is behind index objects");
+    let revs = |v: &[cairn_engine::ReadEvent]| v.iter().map(|r| r.event.revision).collect::<Vec<_>>();
+    let cold = fx.engine(small_config());
+    for e in [&cold, &cold, &w] {
+        let all = read_stream(e, "s", "x", None, Direction::Forward, None).await;
+        assert_eq!(revs(&all), (0..120).collect::<Vec<_>>());
+        for r in &all {
+            assert_eq!(r.seq, r.event.revision * 4);
+            assert_eq!(r.event.data.as_ref(), format!("{{\"i\":{}}}", r.event.revision).as_bytes());
+            assert_eq!(&*r.event.event_type, "T");
+        }
+        assert_eq!(revs(&read_stream(e, "s", "x", Some(50), Direction::Forward, Some(33)).await), (50..83).collect::<Vec<_>>());
+        assert_eq!(revs(&read_stream(e, "s", "x", None, Direction::Backward, Some(45)).await), (75..120).rev().collect::<Vec<_>>());
+        assert_eq!(revs(&read_stream(e, "s", "x", Some(9), Direction::Backward, None).await), (0..10).rev().collect::<Vec<_>>());
+        let other = read_stream(e, "s", "o200", None, Direction::Forward, None).await;
+        assert_eq!((other.len(), other[0].seq), (1, 66 * 4 + 3));
     }
 }
