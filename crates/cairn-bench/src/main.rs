@@ -107,7 +107,12 @@ struct Results {
     streams: Option<Latencies>,
     tail: Option<Latencies>,
     disk_bytes: u64,
+    /// How long the server took to go quiet after the load.
+    settled: Duration,
 }
+
+/// The longest wait for a server to go quiet after the load.
+const SETTLE: Duration = Duration::from_secs(180);
 
 /// The append throughput workloads, in the table's order.
 fn append_workloads(duration: Duration) -> Vec<(String, &'static str, Append)> {
@@ -223,6 +228,7 @@ async fn bench_cairn(args: &PeersArgs, bin: &Path, dir: &Path, corpus: Corpus) -
     let mut r = Results { version: server.version.clone(), ..Results::default() };
     workload::check_concurrency(&*peer).await?;
     r.load = Some(load(&*peer, corpus).await?);
+    r.settled = server.settle(SETTLE).await;
     measure(args, peer, corpus, &mut r).await?;
     server.stop().await?;
     r.disk_bytes = du(&dir.join("cairn-data"));
@@ -246,6 +252,7 @@ async fn bench_nats(args: &PeersArgs, tools: &Path, dir: &Path, corpus: Corpus) 
     let peer: Arc<dyn Peer> = Arc::new(connect("nats", || peers::nats::Nats::connect(&url)).await?);
     let mut r = Results { version: server.version.clone(), load: Some(load), ..Results::default() };
     workload::check_concurrency(&*peer).await?;
+    r.settled = server.settle(SETTLE).await;
     measure(args, peer, corpus, &mut r).await?;
     server.stop().await?;
     r.disk_bytes = du(&dir.join("nats-data"));
@@ -259,6 +266,7 @@ async fn bench_postgres(args: &PeersArgs, dir: &Path, corpus: Corpus) -> Result<
     let mut r = Results { version: server.version.clone(), ..Results::default() };
     workload::check_concurrency(&*peer).await?;
     r.load = Some(load(&*peer, corpus).await?);
+    r.settled = server.settle(SETTLE).await;
     measure(args, peer, corpus, &mut r).await?;
     server.stop().await?;
     r.disk_bytes = du(&dir.join("pg-data"));
@@ -385,7 +393,13 @@ fn build_report(args: &PeersArgs, corpus: Corpus, all: &[(System, Results)]) -> 
     let mut notes = Vec::new();
     for (s, r) in &order {
         if let Some((d, n)) = r.load {
-            notes.push(format!("{}: corpus loaded in {:.1} s ({:.0} events/s, not measured)", name(*s), d.as_secs_f64(), n as f64 / d.as_secs_f64()));
+            notes.push(format!(
+                "{}: corpus loaded in {:.1} s ({:.0} events/s, not measured), then quiet (under 5% of a core for a second) after {:.0} s",
+                name(*s),
+                d.as_secs_f64(),
+                n as f64 / d.as_secs_f64(),
+                r.settled.as_secs_f64()
+            ));
         }
     }
     let _ = args;

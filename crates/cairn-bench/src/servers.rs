@@ -46,6 +46,26 @@ impl Server {
         Ok(())
     }
 
+    /// Waits until the server (with its child processes) has used less
+    /// than 5% of a core over a second, or `limit` passed: background work
+    /// after a bulk load (roll-ups, checkpoints, autovacuum, flushes) is
+    /// not measured as part of the next workload. Returns how long it took.
+    pub async fn settle(&self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        let Some(pid) = self.child.id() else { return Duration::ZERO };
+        let mut last = cpu_ticks(pid);
+        while start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = cpu_ticks(pid);
+            // Clock ticks are 1/100 s on Linux: 5 ticks a second is 5%.
+            if now.saturating_sub(last) < 5 {
+                break;
+            }
+            last = now;
+        }
+        start.elapsed()
+    }
+
     async fn wait_ready(&mut self, what: &str, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
@@ -61,6 +81,24 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// User and system clock ticks of `pid` and its children, from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let ticks = |stat: &str| -> Option<(u32, u64)> {
+        // The fields after the command name, which is in parentheses.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some((f.get(1)?.parse().ok()?, f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            let (ppid, t) = ticks(&std::fs::read_to_string(e.path().join("stat")).ok()?)?;
+            (p == pid || ppid == pid).then_some(t)
+        })
+        .sum()
 }
 
 fn tail(log: &Path) -> String {
