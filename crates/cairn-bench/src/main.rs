@@ -225,14 +225,7 @@ async fn bench_cairn(args: &PeersArgs, bin: &Path, dir: &Path, corpus: Corpus) -
     let server = servers::cairn(bin, dir).await?;
     let base = format!("http://{}", server.addr);
     let peer: Arc<dyn Peer> = Arc::new(connect("cairn", || peers::cairn::Cairn::connect(&base, "bench")).await?);
-    let mut r = Results { version: server.version.clone(), ..Results::default() };
-    workload::check_concurrency(&*peer).await?;
-    r.load = Some(load(&*peer, corpus).await?);
-    r.settled = server.settle(SETTLE).await;
-    measure(args, peer, corpus, &mut r).await?;
-    server.stop().await?;
-    r.disk_bytes = du(&dir.join("cairn-data"));
-    Ok(r)
+    run_system(args, server, peer, corpus, None, &dir.join("cairn-data")).await
 }
 
 async fn bench_nats(args: &PeersArgs, tools: &Path, dir: &Path, corpus: Corpus) -> Result<Results> {
@@ -245,31 +238,35 @@ async fn bench_nats(args: &PeersArgs, tools: &Path, dir: &Path, corpus: Corpus) 
     // measured.
     let loading = servers::nats(&bin, dir, port, false).await?;
     let peer = connect("nats", || peers::nats::Nats::connect(&url)).await?;
-    let load = load(&peer, corpus).await?;
+    let loaded = load(&peer, corpus).await?;
     drop(peer);
     loading.stop().await?;
     let server = servers::nats(&bin, dir, port, true).await?;
     let peer: Arc<dyn Peer> = Arc::new(connect("nats", || peers::nats::Nats::connect(&url)).await?);
-    let mut r = Results { version: server.version.clone(), load: Some(load), ..Results::default() };
-    workload::check_concurrency(&*peer).await?;
-    r.settled = server.settle(SETTLE).await;
-    measure(args, peer, corpus, &mut r).await?;
-    server.stop().await?;
-    r.disk_bytes = du(&dir.join("nats-data"));
-    Ok(r)
+    run_system(args, server, peer, corpus, Some(loaded), &dir.join("nats-data")).await
 }
 
 async fn bench_postgres(args: &PeersArgs, dir: &Path, corpus: Corpus) -> Result<Results> {
     let bin = servers::postgres_bin()?;
     let (server, config) = servers::postgres(&bin, dir, servers::free_port()?).await?;
     let peer: Arc<dyn Peer> = Arc::new(connect("postgres", || peers::postgres::Postgres::connect(&config)).await?);
+    run_system(args, server, peer, corpus, None, &dir.join("pg-data")).await
+}
+
+/// The same for every system: the concurrency check, the load (unless
+/// `loaded` already), quiet, the workloads, then the server stopped and its
+/// data measured.
+async fn run_system(args: &PeersArgs, server: servers::Server, peer: Arc<dyn Peer>, corpus: Corpus, loaded: Option<(Duration, u64)>, data: &Path) -> Result<Results> {
     let mut r = Results { version: server.version.clone(), ..Results::default() };
     workload::check_concurrency(&*peer).await?;
-    r.load = Some(load(&*peer, corpus).await?);
+    r.load = Some(match loaded {
+        Some(l) => l,
+        None => load(&*peer, corpus).await?,
+    });
     r.settled = server.settle(SETTLE).await;
     measure(args, peer, corpus, &mut r).await?;
     server.stop().await?;
-    r.disk_bytes = du(&dir.join("pg-data"));
+    r.disk_bytes = du(data);
     Ok(r)
 }
 
