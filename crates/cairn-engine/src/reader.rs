@@ -497,13 +497,16 @@ pub struct StreamScan {
     blocks: VecDeque<StreamBlockLoc>,
     /// Blocks being read ahead, in order: each a task, so blocks are
     /// fetched and decoded on all cores at once.
-    inflight: VecDeque<(StreamBlockLoc, tokio::task::JoinHandle<Result<Arc<Block>, StorageError>>)>,
+    inflight: VecDeque<(StreamBlockLoc, BlockTask)>,
     /// How many blocks to read ahead: 1 at first (a read of a few events
     /// costs no more), doubled with every block up to [`STREAM_READ_AHEAD`].
     depth: usize,
     /// The last revision of the stream when the read started.
     head: Option<u64>,
 }
+
+/// A block being fetched and decoded.
+type BlockTask = tokio::task::JoinHandle<Result<Arc<Block>, StorageError>>;
 
 /// The most blocks a stream read fetches at once.
 const STREAM_READ_AHEAD: usize = 16;
