@@ -178,7 +178,7 @@ async fn run(args: PeersArgs) -> Result<()> {
         all.push((*system, r));
     }
 
-    let report = build_report(&args, corpus, &all);
+    let report = build_report(corpus, &all);
     let section = section(&args, corpus, &report, started.elapsed());
     std::fs::write(work.join("results.md"), &section)?;
     std::fs::write(work.join("results.json"), serde_json::to_string_pretty(&report.json())?)?;
@@ -207,17 +207,13 @@ where
         match f().await {
             Ok(t) => return Ok(t),
             Err(e) if start.elapsed() < Duration::from_secs(30) => {
-                tracing_free_log(&format!("{what} not ready yet: {e:#}"));
+                if std::env::var_os("CAIRN_BENCH_VERBOSE").is_some() {
+                    eprintln!("bench: {what} not ready yet: {e:#}");
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-fn tracing_free_log(msg: &str) {
-    if std::env::var_os("CAIRN_BENCH_VERBOSE").is_some() {
-        eprintln!("bench: {msg}");
     }
 }
 
@@ -319,7 +315,7 @@ fn du(dir: &Path) -> u64 {
         .sum()
 }
 
-fn build_report(args: &PeersArgs, corpus: Corpus, all: &[(System, Results)]) -> Report {
+fn build_report(corpus: Corpus, all: &[(System, Results)]) -> Report {
     let name = |s: System| match s {
         System::Cairn => "Cairn",
         System::Nats => "NATS JetStream",
@@ -399,7 +395,6 @@ fn build_report(args: &PeersArgs, corpus: Corpus, all: &[(System, Results)]) -> 
             ));
         }
     }
-    let _ = args;
     Report { systems, versions, measures, notes }
 }
 

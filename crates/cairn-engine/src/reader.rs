@@ -50,28 +50,13 @@ fn has_tag(e: &Event, tag: &Option<(String, String)>) -> bool {
 /// The last revision of `stream` as of manifest `m`: recent segments newest
 /// first, then index objects newest first, each skipped by its filter.
 pub(crate) async fn head(store: &Store, m: &Manifest, stream: &str) -> Result<Option<u64>, StorageError> {
-    for seg in m.segments.iter().rev() {
-        let f = store.footer(seg).await?;
-        if let Some(s) = f.stream(stream) {
-            return Ok(Some(s.last_revision()));
-        }
-    }
-    for idx in m.indexes.iter().rev() {
-        let f = store.index_footer(idx).await?;
-        if let Some(p) = f.page_for(stream) {
-            let page = store.page(&idx.name, &f.pages[p]).await?;
-            if let Ok(i) = page.binary_search_by(|s| s.name.as_str().cmp(stream)) {
-                return Ok(Some(page[i].last_revision));
-            }
-        }
-    }
-    Ok(None)
+    Ok(heads(store, m, &[stream]).await?[0])
 }
 
-/// The heads of many streams at once, as [`head`] finds each: every footer
-/// and index page is looked at once for all of them, not once per stream
-/// (a batch of thousands of new streams must prove each absent from all
-/// recent segments).
+/// The heads of many streams at once: every footer and index page is
+/// looked at once for all of them, not once per stream (a batch of
+/// thousands of new streams must prove each absent from all recent
+/// segments).
 pub(crate) async fn heads(store: &Store, m: &Manifest, names: &[&str]) -> Result<Vec<Option<u64>>, StorageError> {
     let hashes: Vec<BloomHash> = names.iter().map(|n| BloomHash::of(n.as_bytes())).collect();
     let mut found: Vec<Option<u64>> = vec![None; names.len()];

@@ -253,16 +253,11 @@ impl Writer {
             .flat_map(|r| r.batch.events.iter().map(|e| e.stream.as_str()))
             .filter(|s| !self.heads.contains_key(*s) && !overlay.contains_key(*s) && seen.insert(*s))
             .collect();
-        if names.len() < 2 {
+        if names.is_empty() {
             return Ok(());
         }
         let found = reader::heads(&self.store, &self.view, &names).await?;
-        if self.heads.len() + names.len() > 1_000_000 {
-            self.heads.clear();
-        }
-        for (n, h) in names.into_iter().zip(found) {
-            self.heads.insert(n.to_string(), h);
-        }
+        self.remember(&names, &found);
         Ok(())
     }
 
@@ -271,11 +266,19 @@ impl Writer {
             return Ok(*h);
         }
         let h = reader::head(&self.store, &self.view, stream).await?;
-        if self.heads.len() > 1_000_000 {
+        self.remember(&[stream], &[h]);
+        Ok(h)
+    }
+
+    /// Caches heads looked up in storage, forgetting all of them first when
+    /// the cache would pass a million streams.
+    fn remember(&mut self, names: &[&str], heads: &[Option<u64>]) {
+        if self.heads.len() + names.len() > 1_000_000 {
             self.heads.clear();
         }
-        self.heads.insert(stream.to_string(), h);
-        Ok(h)
+        for (n, h) in names.iter().zip(heads) {
+            self.heads.insert(n.to_string(), *h);
+        }
     }
 
     async fn commit(&mut self, mut reqs: Vec<Pending>, rx: &mut mpsc::Receiver<WriterMsg>) {

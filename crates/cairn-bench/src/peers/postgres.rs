@@ -33,14 +33,11 @@ const INSERT: &str = "
 INSERT INTO events (id, stream, revision, type, data)
 SELECT i, $2, r, $5, d::jsonb FROM unnest($1::uuid[], $3::bigint[], $4::text[]) AS t(i, r, d)";
 
-/// The same with a notification for live readers, in the same statement
-/// (so in the same transaction: sent at commit).
-const INSERT_NOTIFY: &str = "
-WITH ins AS (
-    INSERT INTO events (id, stream, revision, type, data)
-    SELECT i, $2, r, $5, d::jsonb FROM unnest($1::uuid[], $3::bigint[], $4::text[]) AS t(i, r, d)
-    RETURNING position)
-SELECT pg_notify('events', max(position)::text) FROM ins";
+/// [`INSERT`] with a notification for live readers, in the same
+/// statement (so in the same transaction: sent at commit).
+fn insert_notify() -> String {
+    format!("WITH ins AS ({INSERT} RETURNING position) SELECT pg_notify('events', max(position)::text) FROM ins")
+}
 
 /// Rows per COPY chunk while loading.
 const COPY_CHUNK: u64 = 10_000;
@@ -87,7 +84,7 @@ impl Peer for Postgres {
         let client = connect(&self.config, None).await?;
         // NOTIFY takes a lock that serialises commits, so only writers that
         // live readers wait on notify.
-        let insert = client.prepare(if live { INSERT_NOTIFY } else { INSERT }).await?;
+        let insert = if live { client.prepare(&insert_notify()).await? } else { client.prepare(INSERT).await? };
         Ok(Box::new(PgSession { client, insert, next: HashMap::new() }))
     }
 
