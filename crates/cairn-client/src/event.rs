@@ -133,7 +133,10 @@ pub struct RecordedEvent {
     pub timestamp: i64,
     pub id: Option<Uuid>,
     pub tags: BTreeMap<String, String>,
-    /// The data: JSON text, or the bytes of a binary event.
+    /// The data: JSON text, or the bytes of a binary event. JSON data
+    /// shares the buffer the read's answer arrived in (a chunk of a few
+    /// hundred KiB at most), so keeping one event keeps its chunk: copy the
+    /// data (`Bytes::copy_from_slice`) to hold a few events of a long read.
     pub data: Bytes,
     /// Whether `data` is binary rather than JSON.
     pub binary: bool,
@@ -198,7 +201,8 @@ pub(crate) enum Line {
     Error(Error),
 }
 
-pub(crate) fn parse_line(line: &[u8]) -> Result<Line> {
+/// One line; an event's JSON data is a slice of `line`, not a copy.
+pub(crate) fn parse_line(line: &Bytes) -> Result<Line> {
     let w: WireLine = serde_json::from_slice(line).map_err(|e| Error::protocol(format!("unreadable line from the node: {e}")))?;
     if let Some(e) = w.error {
         return Ok(Line::Error(Error::from_wire(None, e, None)));
@@ -212,7 +216,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Line> {
             let d = base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| Error::protocol(format!("event {seq}: bad base64: {e}")))?;
             (Bytes::from(d), true)
         }
-        (Some(raw), None) => (Bytes::copy_from_slice(raw.get().as_bytes()), false),
+        (Some(raw), None) => (line.slice_ref(raw.get().as_bytes()), false),
         (None, None) => (Bytes::from_static(b"null"), false),
     };
     Ok(Line::Event(RecordedEvent {
@@ -235,25 +239,25 @@ mod tests {
     #[test]
     fn lines_of_a_read() {
         let e_line = br#"{"seq":7,"stream":"a/b","revision":2,"type":"T","timestamp":5,"id":null,"tags":{"k":"v"},"data":{"x":[1,2]}}"#;
-        let Ok(Line::Event(e)) = parse_line(e_line) else { panic!("an event") };
+        let Ok(Line::Event(e)) = parse_line(&Bytes::from_static(e_line)) else { panic!("an event") };
         assert_eq!((e.seq, e.stream.as_str(), e.revision, e.binary), (7, "a/b", 2, false));
         assert_eq!(e.json::<serde_json::Value>().unwrap(), serde_json::json!({"x": [1, 2]}));
         assert_eq!(e.tags.get("k").map(String::as_str), Some("v"));
         let b_line = br#"{"seq":8,"stream":"s","revision":0,"type":"B","timestamp":5,"id":"7c9e6679-7425-40de-944b-e07fc1f90ae7","tags":{},"data_b64":"AAEC"}"#;
-        let Ok(Line::Event(b)) = parse_line(b_line) else { panic!("an event") };
+        let Ok(Line::Event(b)) = parse_line(&Bytes::from_static(b_line)) else { panic!("an event") };
         assert_eq!((&b.data[..], b.binary), (&[0u8, 1, 2][..], true));
         assert!(b.json::<serde_json::Value>().is_err());
-        assert!(matches!(parse_line(br#"{"next":9}"#), Ok(Line::Next(Some(9)))));
-        assert!(matches!(parse_line(br#"{"next":null}"#), Ok(Line::Next(None))));
-        let Ok(Line::Error(e)) = parse_line(br#"{"error":{"code":"storage_unavailable","message":"m"}}"#) else { panic!("an error") };
+        assert!(matches!(parse_line(&Bytes::from_static(br#"{"next":9}"#)), Ok(Line::Next(Some(9)))));
+        assert!(matches!(parse_line(&Bytes::from_static(br#"{"next":null}"#)), Ok(Line::Next(None))));
+        let Ok(Line::Error(e)) = parse_line(&Bytes::from_static(br#"{"error":{"code":"storage_unavailable","message":"m"}}"#)) else { panic!("an error") };
         assert!(e.is_retry_safe());
-        assert!(parse_line(b"{\"seq\":1}").is_err());
+        assert!(parse_line(&Bytes::from_static(b"{\"seq\":1}")).is_err());
         // Written back as it came.
         for line in [&e_line[..], &b_line[..]] {
-            let Ok(Line::Event(ev)) = parse_line(line) else { panic!("an event") };
+            let Ok(Line::Event(ev)) = parse_line(&Bytes::from_static(line)) else { panic!("an event") };
             assert_eq!(serde_json::to_vec(&ev).unwrap(), line);
         }
-        assert!(parse_line(b"not json").is_err());
+        assert!(parse_line(&Bytes::from_static(b"not json")).is_err());
     }
 
     #[test]

@@ -323,17 +323,20 @@ impl Scan for cairn_engine::StreamScan {
 }
 
 enum Step<S> {
-    /// Bytes already read, then the scan.
-    Ready(Bytes, Option<S>),
-    Go(S),
+    /// Bytes already read, then the scan (and the bytes' length).
+    Ready(Bytes, Option<(S, usize)>),
+    /// The scan, and the length of the last run of lines it gave.
+    Go(S, usize),
     Abort,
     Done,
 }
 
 /// The next non-empty run of lines, or the `{"next":N}` line at the end.
-async fn next_lines<S: Scan>(scan: &mut S) -> Result<(Bytes, bool), cairn_engine::ReadError> {
+/// `hint`: the length of the run before, which this one likely matches
+/// (a buffer that size is not grown by doubling and copying).
+async fn next_lines<S: Scan>(scan: &mut S, hint: usize) -> Result<(Bytes, bool), cairn_engine::ReadError> {
     loop {
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity((hint + hint / 8).min(4 << 20));
         let got = scan
             .chunk_into(&mut |seq, e| {
                 write_event(&mut buf, seq, e);
@@ -354,13 +357,17 @@ async fn next_lines<S: Scan>(scan: &mut S) -> Result<(Bytes, bool), cairn_engine
 /// so a slow client holds back the reads (back-pressure) and memory stays
 /// bounded.
 async fn stream_ndjson<S: Scan>(mut scan: S) -> ApiResult<Response> {
-    let (first, done) = next_lines(&mut scan).await?;
-    let body = futures::stream::unfold(Step::Ready(first, (!done).then_some(scan)), |step| async move {
+    let (first, done) = next_lines(&mut scan, 0).await?;
+    let hint = first.len();
+    let body = futures::stream::unfold(Step::Ready(first, (!done).then_some((scan, hint))), |step| async move {
         match step {
-            Step::Ready(bytes, next) => Some((Ok(bytes), next.map_or(Step::Done, Step::Go))),
-            Step::Go(mut scan) => match next_lines(&mut scan).await {
+            Step::Ready(bytes, next) => Some((Ok(bytes), next.map_or(Step::Done, |(scan, hint)| Step::Go(scan, hint)))),
+            Step::Go(mut scan, hint) => match next_lines(&mut scan, hint).await {
                 Ok((bytes, true)) => Some((Ok(bytes), Step::Done)),
-                Ok((bytes, false)) => Some((Ok(bytes), Step::Go(scan))),
+                Ok((bytes, false)) => {
+                    let hint = bytes.len();
+                    Some((Ok(bytes), Step::Go(scan, hint)))
+                }
                 Err(e) => {
                     let err = ApiError::from(e);
                     Some((Ok(Bytes::from(format!("{}\n", err.body()))), Step::Abort))
