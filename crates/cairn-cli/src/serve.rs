@@ -96,7 +96,7 @@ pub struct Serve {
     /// Address to listen on.
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Group commit: how long a store's writer waits for more appends (ms).
+    /// Group commit: how long a store's writer waits for more appends (ms), when its last commit held more than one request.
     #[arg(long, env = "CAIRN_LINGER_MS", default_value_t = 1)]
     linger_ms: u64,
     /// Group commit: a batch is committed once it holds this many bytes.

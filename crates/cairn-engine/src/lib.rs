@@ -59,7 +59,9 @@ use writer::WriterMsg;
 /// Settings of an engine. Durations of GC are measured by the store's clock.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// How long a writer waits for more appends before committing.
+    /// How long a writer waits for more appends before committing, when
+    /// its last commit held more than one request (a lone writer does not
+    /// wait).
     pub linger: Duration,
     /// A batch is committed once its events reach this many bytes.
     pub max_batch_bytes: usize,

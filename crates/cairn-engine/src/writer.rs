@@ -1,7 +1,8 @@
 //! The per-store writer: group commit and the commit protocol.
 //!
-//! One task per open store takes everything queued (after a short linger, up
-//! to a byte bound), checks each request's expectations and ids against the
+//! One task per open store takes everything queued (after a short linger
+//! when its last commit held more than one request, up to a byte bound),
+//! checks each request's expectations and ids against the
 //! stream heads, assigns revisions and encodes ONE segment, uploads it under
 //! a fresh name, then creates manifest version N+1 if absent. An ambiguous
 //! answer (`AlreadyExists`, an error, a timeout) is resolved by reading N+1
@@ -214,16 +215,22 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
     let view = store.current();
     let window = IdWindow::new(view.window_start, view.next_seq);
     let mut w = Writer { store, clock, cfg, view, known, heads: HashMap::new(), window, maintenance: None, ready: None, carry: Vec::new(), staged: None, last_was_rollup: false, view_confirmed: None };
+    // Requests in the last commit: the linger is for writers that come
+    // together (closed-loop clients whose answers went out at once come
+    // back at once); a lone writer is not made to wait for company.
+    let mut last_batch = 0;
     loop {
         if !w.carry.is_empty() {
             let reqs = std::mem::take(&mut w.carry);
+            last_batch = reqs.len();
             w.commit(reqs, &mut rx).await;
             continue;
         }
         let Some(WriterMsg::Append { batch, reply }) = rx.recv().await else { break };
         let mut reqs = vec![Pending { batch, reply: Some(reply) }];
         let mut bytes = reqs[0].bytes();
-        let linger_until = tokio::time::Instant::now() + w.cfg.linger;
+        let linger = if last_batch > 1 { w.cfg.linger } else { Duration::ZERO };
+        let linger_until = tokio::time::Instant::now() + linger;
         while bytes < w.cfg.max_batch_bytes {
             let msg = match rx.try_recv() {
                 Ok(m) => Some(m),
@@ -235,6 +242,7 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
             bytes += p.bytes();
             reqs.push(p);
         }
+        last_batch = reqs.len();
         w.commit(reqs, &mut rx).await;
     }
     if let Some(m) = w.maintenance.take() {

@@ -237,3 +237,37 @@ async fn a_writer_whose_view_was_collected_starts_over() {
     assert_eq!(o.first_seq, 33);
     assert_eq!(read_all(&b, "s").await.len(), 34);
 }
+
+/// The linger is for writers that come together: a lone writer's appends
+/// commit at once, and only after a commit that several requests shared
+/// does the writer wait for company.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_writer_does_not_wait_out_the_linger() {
+    let fx = Fixture::new(Backend::Memory);
+    let slow = FaultStore::new(fx.store.clone(), 11);
+    let linger = Duration::from_millis(600);
+    let e = Engine::new(slow.clone(), EngineConfig { linger, ..test_config() });
+    e.create_store("s").await.unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        e.append("s", batch(vec![ev("a", "T", &i.to_string())])).await.unwrap();
+    }
+    assert!(started.elapsed() < linger, "5 lone appends took {:?}; each waited out the linger", started.elapsed());
+    // Every request now takes 100 ms: while the first of 20 commits, the
+    // other 19 queue and share the next commit.
+    slow.set(Faults { fixed_latency: Duration::from_millis(100), ..Faults::default() });
+    let before = e.store_info("s").await.unwrap().version;
+    let appends = (0..20).map(|i| {
+        let e = e.clone();
+        tokio::spawn(async move { e.append("s", batch(vec![ev(&format!("c{i}"), "T", "1")])).await })
+    });
+    for a in appends.collect::<Vec<_>>() {
+        a.await.unwrap().unwrap();
+    }
+    slow.set(Faults::default());
+    let shared = e.store_info("s").await.unwrap().version - before;
+    assert!(shared < 20, "20 concurrent appends took {shared} commits");
+    let started = std::time::Instant::now();
+    e.append("s", batch(vec![ev("a", "T", "after")])).await.unwrap();
+    assert!(started.elapsed() >= linger - Duration::from_millis(50), "after a shared commit the writer lingers: {:?}", started.elapsed());
+}
