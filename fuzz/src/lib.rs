@@ -9,7 +9,7 @@
 //! `Err`, never panics, never allocates from an unchecked length; and
 //! whatever decodes encodes again to something that decodes the same.
 
-use cairn_format::block::{decode_block_events, encode_block, Codec, Event, BLOCK_HEADER_LEN};
+use cairn_format::block::{decode_block_events, decode_block_stream, encode_block, Codec, Event, BLOCK_HEADER_LEN};
 use cairn_format::bloom::BloomHash;
 use cairn_format::index::decode_index_footer;
 use cairn_format::manifest::{Boundary, Manifest, Root};
@@ -65,7 +65,21 @@ fn roundtrip(events: &[Event]) {
 }
 
 fn read_block(frame: &[u8]) {
-    if let Ok(events) = decode_block_events(frame, OBJECT) {
+    let whole = decode_block_events(frame, OBJECT);
+    // One stream decoded alone is held to the same checks, and gives that
+    // stream's events of the whole block.
+    let first = whole.as_ref().ok().and_then(|e| e.first()).map(|e| e.stream.to_string());
+    for s in first.iter().map(String::as_str).chain(["no-such-stream"]) {
+        match (&whole, decode_block_stream(frame, OBJECT, s)) {
+            (Ok(all), Ok(alone)) => {
+                let expected: Vec<_> = all.iter().enumerate().filter(|(_, e)| &*e.stream == s).map(|(i, e)| (i as u32, e.clone())).collect();
+                assert_eq!(alone, expected, "stream {s} decoded alone");
+            }
+            (Err(_), Err(_)) => {}
+            (w, a) => panic!("the whole block gave {:?}, stream {s} alone {:?}", w.as_ref().map(Vec::len), a.map(|v| v.len())),
+        }
+    }
+    if let Ok(events) = whole {
         roundtrip(&events);
     }
 }

@@ -490,8 +490,9 @@ pub struct StreamScan {
     head: Option<u64>,
 }
 
-/// A block being fetched and decoded.
-type BlockTask = tokio::task::JoinHandle<Result<Arc<Block>, StorageError>>;
+/// A block being fetched and decoded: the stream's events in it, with
+/// their indexes in the segment.
+type BlockTask = tokio::task::JoinHandle<Result<Vec<(u32, Event)>, StorageError>>;
 
 /// The most blocks a stream read fetches at once.
 const STREAM_READ_AHEAD: usize = 16;
@@ -576,8 +577,8 @@ impl StreamScan {
             let Some(cursor) = self.next else { return Ok(None) };
             while self.inflight.len() < self.depth {
                 let Some(loc) = self.blocks.pop_front() else { break };
-                let (store, l) = (self.store.clone(), loc.clone());
-                let task = tokio::spawn(async move { store.block(&l.segment, l.offset, l.len, l.first_index, true).await });
+                let (store, l, stream) = (self.store.clone(), loc.clone(), self.stream.clone());
+                let task = tokio::spawn(async move { store.stream_block(&l.segment, l.offset, l.len, l.first_index, &stream).await });
                 self.inflight.push_back((loc, task));
             }
             let Some((loc, task)) = self.inflight.pop_front() else {
@@ -600,13 +601,13 @@ impl StreamScan {
                 Err(e) => return Err(e.into()),
             };
             let mut out = Vec::new();
-            let mine = evs.iter().filter(|(_, e)| *e.stream == *self.stream);
-            let pick = |index: u32, e: &Event| ReadEvent { seq: loc.base_seq + u64::from(index), event: e.clone() };
+            let mine = evs.into_iter();
+            let pick = |index: u32, event: Event| ReadEvent { seq: loc.base_seq + u64::from(index), event };
             match self.direction {
                 Direction::Forward => {
                     for (index, e) in mine.filter(|(_, e)| e.revision >= cursor) {
                         self.next = Some(e.revision + 1);
-                        if has_tag(e, &self.tag) {
+                        if has_tag(&e, &self.tag) {
                             out.push(pick(index, e));
                             self.left -= 1;
                             if self.left == 0 {
@@ -618,7 +619,7 @@ impl StreamScan {
                 Direction::Backward => {
                     for (index, e) in mine.rev().filter(|(_, e)| e.revision <= cursor) {
                         self.next = e.revision.checked_sub(1);
-                        if has_tag(e, &self.tag) {
+                        if has_tag(&e, &self.tag) {
                             out.push(pick(index, e));
                             self.left -= 1;
                             if self.left == 0 {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_format::block::decode_block_events;
+use cairn_format::block::{decode_block_events, decode_block_stream, Event};
 use cairn_format::index::{decode_index_footer, decode_page, IndexFooter, PageMeta, SegmentRef, StreamRuns};
 use cairn_format::manifest::{Boundary, IndexRef, Manifest, Root};
 use cairn_format::segment::{decode_footer, Footer};
@@ -267,6 +267,22 @@ impl Store {
             self.shared.caches.put_block(key, offset, b.clone());
         }
         Ok(b)
+    }
+
+    /// The events of `stream` in one block, with their indexes in the
+    /// segment: from the block cache when it holds the block, else fetched
+    /// and decoded for that stream alone and not cached (a read of one
+    /// stream would fill the cache with thousands of others' events).
+    pub async fn stream_block(&self, seg: &str, offset: u64, len: u32, first_index: u32, stream: &str) -> Result<Vec<(u32, Event)>, StorageError> {
+        if let Some(b) = self.shared.caches.block(&seg.into(), offset) {
+            return Ok(b.iter().filter(|(_, e)| *e.stream == *stream).map(|(i, e)| (i, e.clone())).collect());
+        }
+        let path = self.paths.object(seg);
+        let frame = self.shared.objects.get_range(&path, offset..offset + u64::from(len)).await?;
+        decode_block_stream(&frame, path.as_ref(), stream)?
+            .into_iter()
+            .map(|(i, e)| first_index.checked_add(i).map(|index| (index, e)).ok_or_else(|| cairn_format::Error::Corrupt(format!("{path}: event index overflows")).into()))
+            .collect()
     }
 
     /// Decodes blocks out of a range read that covers several of them.

@@ -93,9 +93,10 @@ impl<'a> Cursor<'a> {
         self.take(n)
     }
 
-    pub(crate) fn string(&mut self) -> Result<String, Error> {
+    /// A string, borrowed from the buffer.
+    pub(crate) fn str(&mut self) -> Result<&'a str, Error> {
         let b = self.bytes()?;
-        String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("invalid utf-8"))
+        std::str::from_utf8(b).map_err(|_| self.corrupt("invalid utf-8"))
     }
 
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {

@@ -2,7 +2,7 @@
 //! Round trips of every format, and hostile bytes that must never panic.
 
 use bytes::Bytes;
-use cairn_format::block::{decode_block, Codec, Event};
+use cairn_format::block::{decode_block, decode_block_stream, Codec, Event};
 use cairn_format::index::{decode_index_footer, decode_page, IndexBuilder, SegmentRef};
 use cairn_format::manifest::Manifest;
 use cairn_format::segment::{decode_footer, encode_segment, merge_footers, EncodeOptions, Footer, MergeInput};
@@ -78,6 +78,21 @@ proptest! {
             }
         }
         prop_assert!(footer.stream("absent-stream").is_none() || footer.streams.iter().all(|s| s.name != "absent-stream"));
+    }
+
+    #[test]
+    fn a_stream_decoded_alone_is_its_events_of_the_whole_block(events in arb_events(), codec in arb_codec(), target in 1usize..4000) {
+        let opts = EncodeOptions { codec, zstd_level: 1, block_target: target };
+        let seg = encode_segment(&events, &opts).unwrap();
+        for b in &seg.footer.blocks {
+            let frame = &seg.bytes[b.offset as usize..(b.offset + u64::from(b.len)) as usize];
+            let whole = decode_block(frame, 0, "seg").unwrap();
+            for s in ["stream-0", "stream-3", "stream-9"] {
+                let alone = decode_block_stream(frame, "seg", s).unwrap();
+                let expected: Vec<(u32, Event)> = whole.iter().filter(|d| &*d.event.stream == s).map(|d| (d.index, d.event.clone())).collect();
+                prop_assert_eq!(alone, expected);
+            }
+        }
     }
 
     #[test]

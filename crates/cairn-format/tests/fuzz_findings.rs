@@ -3,7 +3,7 @@
 //! that the bug stays fixed. Each builds its bytes by hand: frames carry
 //! valid checksums, so only the decoder's own checks stand in the way.
 
-use cairn_format::block::decode_block_events;
+use cairn_format::block::{decode_block_events, decode_block_stream};
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -67,6 +67,11 @@ fn the_hand_built_block_decodes() {
 fn a_stream_listed_twice_in_a_block_is_corrupt() {
     let err = decode_block_events(&frame(&payload(&[("a", 3), ("a", 0)], &[0, 1])), "seg-1").unwrap_err();
     assert!(matches!(&err, cairn_format::Error::Corrupt(m) if m.contains("listed twice")), "{err}");
+    // Also when only one stream, or another, is decoded.
+    for s in ["a", "b"] {
+        let err = decode_block_stream(&frame(&payload(&[("a", 3), ("a", 0)], &[0, 1])), "seg-1", s).unwrap_err();
+        assert!(matches!(&err, cairn_format::Error::Corrupt(m) if m.contains("listed twice")), "{err}");
+    }
 }
 
 /// Revisions counted past u64::MAX overflowed (a panic with overflow checks).
