@@ -194,7 +194,8 @@ impl Report {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            // Upper left: the first groups are the lowest bars of both panels.
+            .position(SeriesLabelPosition::UpperLeft)
             .label_font(("sans-serif", 17))
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
