@@ -101,13 +101,10 @@ impl Splitter {
             self.partial.extend_from_slice(&chunk.split_to(i + 1));
             runs[0] = Some(self.partial.split().freeze());
         }
-        match memchr::memrchr(b'\n', &chunk) {
-            Some(i) => {
-                runs[1] = Some(chunk.split_to(i + 1));
-                self.partial.extend_from_slice(&chunk);
-            }
-            None => self.partial.extend_from_slice(&chunk),
+        if let Some(i) = memchr::memrchr(b'\n', &chunk) {
+            runs[1] = Some(chunk.split_to(i + 1));
         }
+        self.partial.extend_from_slice(&chunk);
         runs
     }
 }

@@ -260,8 +260,7 @@ impl Store {
         if let Some(b) = self.shared.caches.block(&key, offset) {
             return Ok(b);
         }
-        let path = self.paths.object(seg);
-        let frame = self.shared.objects.get_range(&path, offset..offset + u64::from(len)).await?;
+        let (path, frame) = self.block_frame(seg, offset, len).await?;
         let b = Arc::new(Block::new(decode_block_events(&frame, path.as_ref())?, first_index));
         if fill {
             self.shared.caches.put_block(key, offset, b.clone());
@@ -277,12 +276,18 @@ impl Store {
         if let Some(b) = self.shared.caches.block(&seg.into(), offset) {
             return Ok(b.iter().filter(|(_, e)| *e.stream == *stream).map(|(i, e)| (i, e.clone())).collect());
         }
-        let path = self.paths.object(seg);
-        let frame = self.shared.objects.get_range(&path, offset..offset + u64::from(len)).await?;
+        let (path, frame) = self.block_frame(seg, offset, len).await?;
         decode_block_stream(&frame, path.as_ref(), stream)?
             .into_iter()
             .map(|(i, e)| first_index.checked_add(i).map(|index| (index, e)).ok_or_else(|| cairn_format::Error::Corrupt(format!("{path}: event index overflows")).into()))
             .collect()
+    }
+
+    /// One block's frame, read from storage, and the path of its segment.
+    async fn block_frame(&self, seg: &str, offset: u64, len: u32) -> Result<(object_store::path::Path, Bytes), StorageError> {
+        let path = self.paths.object(seg);
+        let frame = self.shared.objects.get_range(&path, offset..offset + u64::from(len)).await?;
+        Ok((path, frame))
     }
 
     /// Decodes blocks out of a range read that covers several of them.

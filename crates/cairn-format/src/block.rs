@@ -241,11 +241,10 @@ pub(crate) fn unframe<'a>(frame: &'a [u8], object: &str, what: &str) -> Result<s
     Ok(raw)
 }
 
-/// The events of a decoded block payload, all of it checked; their data
-/// are slices of `raw`.
-/// Decodes a block's payload, handing each event and its position to
-/// `keep`; with `only`, just the events of that stream (the others are
-/// checked as strictly, but nothing of theirs is built).
+/// Decodes a block's payload, all of it checked, handing each event and
+/// its position to `keep` (their data are slices of `raw`); with `only`,
+/// just the events of that stream (the others are checked as strictly,
+/// but nothing of theirs is built).
 fn decode_payload(raw: &Bytes, only: Option<&str>, mut keep: impl FnMut(u32, Event)) -> Result<(), Error> {
     let mut c = Cursor::new(raw, "payload");
     // Every event takes at least 5 bytes (flags, stream, type, ts, data len).

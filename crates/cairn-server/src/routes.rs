@@ -323,8 +323,8 @@ impl Scan for cairn_engine::StreamScan {
 }
 
 enum Step<S> {
-    /// Bytes already read, then the scan (and the bytes' length).
-    Ready(Bytes, Option<(S, usize)>),
+    /// Bytes already read, then the scan.
+    Ready(Bytes, Option<S>),
     /// The scan, and the length of the last run of lines it gave.
     Go(S, usize),
     Abort,
@@ -358,10 +358,12 @@ async fn next_lines<S: Scan>(scan: &mut S, hint: usize) -> Result<(Bytes, bool),
 /// bounded.
 async fn stream_ndjson<S: Scan>(mut scan: S) -> ApiResult<Response> {
     let (first, done) = next_lines(&mut scan, 0).await?;
-    let hint = first.len();
-    let body = futures::stream::unfold(Step::Ready(first, (!done).then_some((scan, hint))), |step| async move {
+    let body = futures::stream::unfold(Step::Ready(first, (!done).then_some(scan)), |step| async move {
         match step {
-            Step::Ready(bytes, next) => Some((Ok(bytes), next.map_or(Step::Done, |(scan, hint)| Step::Go(scan, hint)))),
+            Step::Ready(bytes, next) => {
+                let hint = bytes.len();
+                Some((Ok(bytes), next.map_or(Step::Done, |scan| Step::Go(scan, hint))))
+            }
             Step::Go(mut scan, hint) => match next_lines(&mut scan, hint).await {
                 Ok((bytes, true)) => Some((Ok(bytes), Step::Done)),
                 Ok((bytes, false)) => {
