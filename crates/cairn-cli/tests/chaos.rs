@@ -175,7 +175,7 @@ impl Writer {
     fn next_batch(&mut self) -> Batch {
         self.n += 1;
         let size = 1 + self.n % 4;
-        let expected = (self.w % 2 == 0).then(|| Expected::at(self.head));
+        let expected = self.w.is_multiple_of(2).then(|| Expected::at(self.head));
         Batch { ids: batch_ids(self.w, self.n, size, self.salt), stream: format!("w{}", self.w), expected }
     }
 
