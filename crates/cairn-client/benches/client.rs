@@ -69,7 +69,7 @@ async fn fill(engine: &Arc<cairn_engine::Engine>, name: &str, count: u64) {
                     cairn_engine::NewEvent { stream: format!("order-{}", i / 100), ..cairn_engine::NewEvent::json(t, &data) }
                 })
                 .collect();
-            engine.append(name, cairn_engine::AppendBatch { events, expected: Vec::new() }).await.expect("append");
+            engine.append(name, cairn_engine::AppendBatch { events, expected: Vec::new(), condition: None }).await.expect("append");
         })
         .await;
     eprintln!("store {name}: filled to {count} in {:.1?}", started.elapsed());

@@ -78,6 +78,7 @@ async fn write_load(engine: &Arc<Engine>, counting: &CountingStore, store: &str,
                 let batch = AppendBatch {
                     events: (0..per_request).map(|k| NewEvent { stream: format!("writer-{w}"), ..NewEvent::json("OrderPlaced", &payload(i + k)) }).collect(),
                     expected: vec![],
+                    condition: None,
                 };
                 i += per_request;
                 let t = Instant::now();

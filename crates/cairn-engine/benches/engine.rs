@@ -68,7 +68,7 @@ async fn append_load(engine: &Arc<Engine>, store: &str, total: u64, per_batch: u
             let events = (b * per_batch..((b + 1) * per_batch).min(total))
                 .map(|i| event(if streams == 0 { format!("order-{b}") } else { format!("order-{}", i % streams) }, i, pad))
                 .collect();
-            AppendBatch { events, expected: vec![] }
+            AppendBatch { events, expected: vec![], condition: None }
         })
         .collect();
     let queue = Arc::new(std::sync::Mutex::new(batches));
@@ -167,7 +167,7 @@ async fn bench_stream() {
                         event(s, i, 100)
                     })
                     .collect();
-                engine.append("b", AppendBatch { events, expected: vec![] }).await.expect("append");
+                engine.append("b", AppendBatch { events, expected: vec![], condition: None }).await.expect("append");
             }
         }));
     }
@@ -224,7 +224,7 @@ async fn bench_cold_streams() {
     let mut t = Instant::now();
     for first in (0..total).step_by(1000) {
         let events = (first..first + 1000).map(|i| event(format!("new-{i}"), i, 100)).collect();
-        engine.append("b", AppendBatch { events, expected: vec![] }).await.expect("append");
+        engine.append("b", AppendBatch { events, expected: vec![], condition: None }).await.expect("append");
         if (first + 1000) % 100_000 == 0 {
             rates.push(100_000.0 / t.elapsed().as_secs_f64());
             t = Instant::now();

@@ -48,6 +48,15 @@ pub enum AppendError {
     WrongExpectedRevision(Vec<StreamConflict>),
     #[error("idempotency conflict: {0}")]
     IdempotencyConflict(String),
+    #[error("invalid append condition: {0}")]
+    InvalidCondition(String),
+    /// An event matching the batch's condition was committed after its
+    /// `after`; nothing was appended.
+    #[error("append condition failed")]
+    ConditionFailed { after: Option<u64> },
+    /// The condition's `after` is not a seq of the store yet.
+    #[error("condition after={after} is beyond the end of the store ({next})")]
+    ConditionBeyondEnd { after: u64, next: u64 },
     /// Not known whether the batch was committed; retrying with the same
     /// event ids is safe.
     #[error("commit outcome unknown")]

@@ -180,6 +180,46 @@ pub struct AppendBatch {
     pub events: Vec<NewEvent>,
     /// Per stream; streams not named expect `Any`.
     pub expected: Vec<(String, Expectation)>,
+    /// Checked with the commit, beside the expectations.
+    pub condition: Option<AppendCondition>,
+}
+
+/// One item of an append condition's query: events of one of `types` (of
+/// any type when empty) that carry every tag of `tags` (any tags when
+/// empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryItem {
+    pub types: Vec<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl QueryItem {
+    pub fn matches(&self, e: &Event) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|t| *t == *e.event_type))
+            && self.tags.iter().all(|(k, v)| e.tags.iter().any(|(a, b)| a == k && b == v))
+    }
+}
+
+/// A condition over the whole store (a "dynamic consistency boundary"):
+/// the batch commits only if no event matching any item of
+/// `fail_if_events_match` was committed after seq `after` (with no
+/// `after`, at all). It is checked atomically with the commit: a commit
+/// another writer slipped in first is checked too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendCondition {
+    pub fail_if_events_match: Vec<QueryItem>,
+    pub after: Option<u64>,
+}
+
+impl AppendCondition {
+    pub fn matches(&self, e: &Event) -> bool {
+        self.fail_if_events_match.iter().any(|q| q.matches(e))
+    }
+
+    /// The first seq the condition looks at.
+    pub fn first_seq(&self) -> u64 {
+        self.after.map_or(0, |a| a.saturating_add(1))
+    }
 }
 
 impl AppendBatch {
@@ -187,10 +227,14 @@ impl AppendBatch {
         for e in &mut events {
             e.stream = stream.into();
         }
-        AppendBatch { events, expected: Vec::new() }
+        AppendBatch { events, expected: Vec::new(), condition: None }
     }
     pub fn expect(mut self, stream: &str, e: Expectation) -> Self {
         self.expected.push((stream.into(), e));
+        self
+    }
+    pub fn condition(mut self, c: AppendCondition) -> Self {
+        self.condition = Some(c);
         self
     }
 }

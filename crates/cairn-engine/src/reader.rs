@@ -21,6 +21,7 @@ use crate::cache::Block;
 use crate::error::{ReadError, StorageError};
 use crate::store::Store;
 use crate::writer::{stream_hash, IdHit};
+use crate::AppendCondition;
 
 /// An event with its position in the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +189,46 @@ pub(crate) async fn find_ids(store: &Store, m: &Manifest, gaps: &[(u64, u64)], i
         }
     }
     Ok(found)
+}
+
+/// The first seq in `[from, to)` of an event matching condition `c`. A
+/// query item with tags looks only at the blocks the segments' tag
+/// indexes list for all of its tags; one without tags reads every block.
+pub(crate) async fn first_match(store: &Store, m: &Manifest, from: u64, to: u64, c: &AppendCondition) -> Result<Option<u64>, StorageError> {
+    for seg in store.segments_between(m, from, to).await? {
+        let f = store.footer(&seg).await?;
+        let first = f.block_of(from.saturating_sub(seg.base_seq) as u32).unwrap_or(0);
+        let mut wanted: Vec<usize> = Vec::new();
+        for q in &c.fail_if_events_match {
+            let Some(((k, v), rest)) = q.tags.split_first() else {
+                wanted = (first..f.blocks.len()).collect();
+                break;
+            };
+            let others: Vec<Vec<u32>> = rest
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = f.tag_blocks(k, v).to_vec();
+                    l.sort_unstable();
+                    l
+                })
+                .collect();
+            let all = f.tag_blocks(k, v).iter().filter(|b| others.iter().all(|l| l.binary_search(b).is_ok()));
+            wanted.extend(all.map(|b| *b as usize).filter(|b| *b >= first && *b < f.blocks.len()));
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        for bi in wanted {
+            let b = &f.blocks[bi];
+            let evs = store.block(&seg.name, b.offset, b.len, b.first_index, false).await?;
+            for (index, e) in evs.iter() {
+                let seq = seg.base_seq + u64::from(index);
+                if seq >= from && seq < to && c.matches(e) {
+                    return Ok(Some(seq));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Events of a store scan, left in the blocks they were decoded into.

@@ -30,7 +30,7 @@ use crate::objects::CreateOutcome;
 use crate::reader;
 use crate::rollup::{self, Replacement, ReplacementKind};
 use crate::store::{load_manifest, segment_name, KnownBoundary, Store};
-use crate::{AppendBatch, AppendOutcome, Clock, EngineConfig, Expectation, StreamRange};
+use crate::{AppendBatch, AppendCondition, AppendOutcome, Clock, EngineConfig, Expectation, StreamRange};
 
 /// Entries of a manifest's `retired` list kept at most.
 const MAX_RETIRED: usize = 128;
@@ -73,15 +73,50 @@ pub fn validate(batch: &AppendBatch) -> Result<(), AppendError> {
             return bad(format!("expectation for stream {s:?}, which has no event in the batch"));
         }
     }
+    if let Some(c) = &batch.condition {
+        validate_condition(c).map_err(AppendError::InvalidCondition)?;
+    }
+    Ok(())
+}
+
+/// Items a condition's query may hold, and types or tags an item may name.
+pub const MAX_QUERY_ITEMS: usize = 64;
+pub const MAX_QUERY_TERMS: usize = 64;
+
+fn validate_condition(c: &AppendCondition) -> Result<(), String> {
+    if c.fail_if_events_match.is_empty() {
+        return Err("fail_if_events_match needs at least one query item".into());
+    }
+    if c.fail_if_events_match.len() > MAX_QUERY_ITEMS {
+        return Err(format!("fail_if_events_match holds more than {MAX_QUERY_ITEMS} query items"));
+    }
+    for (i, q) in c.fail_if_events_match.iter().enumerate() {
+        if q.types.len() > MAX_QUERY_TERMS || q.tags.len() > MAX_QUERY_TERMS {
+            return Err(format!("query item {i}: more than {MAX_QUERY_TERMS} types or tags"));
+        }
+        if let Some(t) = q.types.iter().find(|t| t.is_empty() || t.len() > 256 || t.chars().any(char::is_control)) {
+            return Err(format!("query item {i}: invalid type {t:?} (1-256 bytes, no control characters)"));
+        }
+        if let Some((k, _)) = q.tags.iter().find(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 1024) {
+            return Err(format!("query item {i}: invalid tag {k:?}"));
+        }
+    }
     Ok(())
 }
 
 struct Pending {
     batch: AppendBatch,
     reply: Option<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
+    /// The batch's condition holds for the committed seqs below this (it
+    /// was checked there): a rebase checks only what came since.
+    checked_to: u64,
 }
 
 impl Pending {
+    fn new(batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>>) -> Self {
+        let checked_to = batch.condition.as_ref().map_or(0, AppendCondition::first_seq);
+        Pending { batch, reply: Some(reply), checked_to }
+    }
     fn answer(&mut self, r: Result<AppendOutcome, AppendError>) {
         if let Some(tx) = self.reply.take() {
             let _ = tx.send(r);
@@ -227,7 +262,7 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
             continue;
         }
         let Some(WriterMsg::Append { batch, reply }) = rx.recv().await else { break };
-        let mut reqs = vec![Pending { batch, reply: Some(reply) }];
+        let mut reqs = vec![Pending::new(batch, reply)];
         let mut bytes = reqs[0].bytes();
         let linger = if last_batch > 1 { w.cfg.linger } else { Duration::ZERO };
         let linger_until = tokio::time::Instant::now() + linger;
@@ -238,7 +273,7 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
                 Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(linger_until, rx.recv()).await.ok().flatten(),
             };
             let Some(WriterMsg::Append { batch, reply }) = msg else { break };
-            let p = Pending { batch, reply: Some(reply) };
+            let p = Pending::new(batch, reply);
             bytes += p.bytes();
             reqs.push(p);
         }
@@ -459,7 +494,7 @@ impl Writer {
         let mut bytes = 0;
         while bytes < self.cfg.max_batch_bytes {
             let Ok(WriterMsg::Append { batch, reply }) = rx.try_recv() else { break };
-            let p = Pending { batch, reply: Some(reply) };
+            let p = Pending::new(batch, reply);
             bytes += p.bytes();
             self.carry.push(p);
         }
@@ -508,6 +543,7 @@ impl Writer {
             if reqs[ri].reply.is_none() {
                 continue;
             }
+            let verdict = self.check_condition(&mut reqs[ri], &events, on_top, final_409).await?;
             let batch = &reqs[ri].batch;
             let mut streams: Vec<String> = Vec::new();
             let mut stream_ix: HashMap<&str, usize> = HashMap::new();
@@ -546,7 +582,9 @@ impl Writer {
                     continue;
                 }
                 let window_rule = conflicts.is_empty() && streams.iter().any(|s| matches!(expect(s), Expectation::Any | Expectation::StreamExists));
-                if !conflicts.is_empty() || window_rule {
+                // A retry of a batch that committed fails its own condition
+                // (its events match): the original answer is looked for first.
+                if !conflicts.is_empty() || window_rule || verdict != Verdict::Holds {
                     match self.find_original(&reqs[ri].batch, &streams, &cur, !conflicts.is_empty()).await? {
                         Found::All(o) => {
                             replies.push((ri, Ok(o)));
@@ -558,6 +596,18 @@ impl Writer {
                         }
                         Found::None => {}
                     }
+                }
+            }
+            match verdict {
+                Verdict::Holds => {}
+                Verdict::Fails => {
+                    replies.push((ri, Err(AppendError::ConditionFailed { after: reqs[ri].batch.condition.as_ref().and_then(|c| c.after) })));
+                    continue;
+                }
+                Verdict::BeyondEnd(next) => {
+                    let after = reqs[ri].batch.condition.as_ref().and_then(|c| c.after).unwrap_or(0);
+                    replies.push((ri, Err(AppendError::ConditionBeyondEnd { after, next })));
+                    continue;
                 }
             }
             if !conflicts.is_empty() {
@@ -613,6 +663,33 @@ impl Writer {
         }
         out.events = Arc::new(events);
         Ok(out)
+    }
+
+    /// Checks a request's condition against the committed events after its
+    /// `after` (only those not checked before), the batch it is staged on
+    /// (`on_top`) and the requests before it in its own batch (`earlier`).
+    /// A match in `on_top`, or an `after` past the view before a fresh look,
+    /// is not a verdict: the speculation or the view is stale.
+    async fn check_condition(&self, req: &mut Pending, earlier: &[Event], on_top: Option<&Prepared>, fresh_look: bool) -> Result<Verdict, PrepareError> {
+        let Some(c) = &req.batch.condition else { return Ok(Verdict::Holds) };
+        let next = self.view.next_seq;
+        if let Some(after) = c.after.filter(|a| *a >= next) {
+            if on_top.is_some() || !fresh_look {
+                return Err(PrepareError::NeedFreshLook);
+            }
+            tracing::debug!(after, next, "condition after the end of the store");
+            return Ok(Verdict::BeyondEnd(next));
+        }
+        if req.checked_to < next {
+            if reader::first_match(&self.store, &self.view, req.checked_to, next, c).await?.is_some() {
+                return Ok(Verdict::Fails);
+            }
+            req.checked_to = next;
+        }
+        if on_top.is_some_and(|p| p.events.iter().any(|e| c.matches(e))) {
+            return Err(PrepareError::NeedFreshLook);
+        }
+        Ok(if earlier.iter().any(|e| c.matches(e)) { Verdict::Fails } else { Verdict::Holds })
     }
 
     /// Looks for a batch's ids: in the window, then (for a failed exact or
@@ -989,6 +1066,14 @@ fn answer_all(senders: &mut [Option<Reply>], outcomes: &[(usize, AppendOutcome)]
             let _ = tx.send(r.ok_or(AppendError::CommitOutcomeUnknown));
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Holds,
+    Fails,
+    /// `after` is not a seq of the store (whose next seq this is).
+    BeyondEnd(u64),
 }
 
 enum Found {

@@ -123,6 +123,14 @@ impl From<AppendError> for ApiError {
                 err.with("streams", Value::from(streams))
             }
             AppendError::IdempotencyConflict(m) => ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", m),
+            AppendError::InvalidCondition(m) => ApiError::bad_request("invalid_condition", format!("condition: {m}")),
+            AppendError::ConditionFailed { after } => {
+                let since = after.map_or("in the store".to_string(), |a| format!("after seq {a}"));
+                ApiError::new(StatusCode::CONFLICT, "condition_failed", format!("an event matching the condition's query was appended {since}; nothing was appended"))
+            }
+            AppendError::ConditionBeyondEnd { after, next } => {
+                ApiError::bad_request("position_beyond_end", format!("condition after={after} is beyond the end of the store (next seq {next})")).with("next", json!(next))
+            }
             AppendError::CommitOutcomeUnknown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "commit_outcome_unknown",

@@ -90,6 +90,29 @@ pub struct AppendBody {
     /// from stream to that.
     #[schema(value_type = Object)]
     pub expected: Option<serde_json::Value>,
+    pub condition: Option<Condition>,
+}
+
+/// Which events an append condition looks for: events of one of `types`
+/// (any type when absent or empty) that carry every tag of `tags`.
+#[derive(Serialize, ToSchema)]
+pub struct QueryItem {
+    pub types: Option<Vec<String>>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// The append commits only if no event matching the query (one item, or
+/// any item of an array) was committed after seq `after` (with no `after`:
+/// none at all). Checked atomically with the commit; else 409
+/// `condition_failed` and nothing is appended.
+#[derive(Serialize, ToSchema)]
+pub struct Condition {
+    #[schema(value_type = Object)]
+    pub fail_if_events_match: serde_json::Value,
+    /// A seq of the store: events after it count (400 `position_beyond_end`
+    /// when the store has no such seq yet).
+    #[schema(minimum = 0)]
+    pub after: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -171,7 +194,7 @@ pub struct DocWritten {
         crate::routes::get_doc,
         crate::routes::delete_doc,
     ),
-    components(schemas(ErrorBody, StoreInfo, StoreList, AppendBody, EventIn, AppendedOne, AppendedMany, ReadAnswer, EventOut, StreamHead, DocWritten))
+    components(schemas(ErrorBody, StoreInfo, StoreList, AppendBody, EventIn, Condition, QueryItem, AppendedOne, AppendedMany, ReadAnswer, EventOut, StreamHead, DocWritten))
 )]
 pub struct ApiDoc;
 
@@ -262,6 +285,17 @@ pub fn document() -> serde_json::Value {
         }
         schemas["EventIn"]["description"] = json!("An event to append to the stream of the path.");
         schemas["StreamConflict"]["properties"]["expected"] = json!({"oneOf": [{"type": "string"}, {"type": "integer"}]});
+        let item = &mut schemas["QueryItem"];
+        item["additionalProperties"] = json!(false);
+        item["properties"]["types"] = json!({"type": ["array", "null"], "maxItems": 64, "items": {"type": "string", "minLength": 1, "maxLength": 256}});
+        item["properties"]["tags"] = json!({"type": ["object", "null"], "maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 1024}, "propertyNames": {"minLength": 1, "maxLength": 256}});
+        let cond = &mut schemas["Condition"];
+        cond["additionalProperties"] = json!(false);
+        cond["required"] = json!(["fail_if_events_match"]);
+        cond["properties"]["fail_if_events_match"] = json!({"oneOf": [
+            {"$ref": "#/components/schemas/QueryItem"},
+            {"type": "array", "minItems": 1, "maxItems": 64, "items": {"$ref": "#/components/schemas/QueryItem"}}
+        ]});
         let body = &mut schemas["AppendBody"];
         body["required"] = json!(["events"]);
         // Every event has an id, or none has.

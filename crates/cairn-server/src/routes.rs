@@ -117,7 +117,7 @@ fn check_stream(name: &str) -> ApiResult<()> {
     }
 }
 
-#[utoipa::path(post, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("Expected-Revision" = Option<String>, Header, description = "any | no_stream | stream_exists | N")), request_body(content = crate::openapi::AppendBody, description = "a JSON array of events, this object, or NDJSON (application/x-ndjson)"), responses((status = 200, description = "appended atomically", body = crate::openapi::AppendedOne), (status = 409, description = "wrong_expected_revision or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large (an event's data over --max-event-bytes) or line_too_large (NDJSON)", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("Expected-Revision" = Option<String>, Header, description = "any | no_stream | stream_exists | N")), request_body(content = crate::openapi::AppendBody, description = "a JSON array of events, this object, or NDJSON (application/x-ndjson)"), responses((status = 200, description = "appended atomically", body = crate::openapi::AppendedOne), (status = 409, description = "wrong_expected_revision, condition_failed or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large (an event's data over --max-event-bytes) or line_too_large (NDJSON)", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append_one(
     State(s): State<AppState>,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -147,7 +147,7 @@ pub(crate) async fn append_one(
         }
         e.stream = stream.clone();
     }
-    let batch = AppendBatch { events, expected: vec![(stream.clone(), expected)] };
+    let batch = AppendBatch { events, expected: vec![(stream.clone(), expected)], condition: parsed.condition };
     let n = batch.events.len();
     let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
     let o = s.engine.append(&store, batch).await?;
@@ -162,7 +162,7 @@ pub(crate) async fn append_one(
     }))
 }
 
-#[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream) or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large or line_too_large", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream), condition_failed or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large or line_too_large", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append_many(
     State(s): State<AppState>,
     p: Result<Path<String>, PathRejection>,
@@ -192,7 +192,7 @@ pub(crate) async fn append_many(
         }
         Some(_) => return Err(ApiError::bad_request("invalid_expected_revision", "expected must be an object from stream to expectation")),
     }
-    let batch = AppendBatch { events: parsed.events, expected };
+    let batch = AppendBatch { events: parsed.events, expected, condition: parsed.condition };
     let n = batch.events.len();
     let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
     let o = s.engine.append(&store, batch).await?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use cairn_engine::{Event, Expectation, NewEvent};
+use cairn_engine::{AppendCondition, Event, Expectation, NewEvent, QueryItem};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -35,10 +35,47 @@ struct BodyIn<'a> {
     condition: Option<Value>,
 }
 
+/// One item of a condition's query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryIn {
+    types: Option<Vec<String>>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionIn {
+    fail_if_events_match: Value,
+    after: Option<u64>,
+}
+
 /// A parsed append body.
 pub struct AppendBody {
     pub events: Vec<NewEvent>,
     pub expected: Option<Value>,
+    pub condition: Option<AppendCondition>,
+}
+
+fn bad_condition(m: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_condition", format!("condition: {m}"))
+}
+
+/// `{"fail_if_events_match": QUERY, "after"?: SEQ}`, where QUERY is one
+/// item `{"types"?: [str], "tags"?: {str: str}}` or an array of them (an
+/// event matching any item fails the append).
+fn parse_condition(v: Value) -> Result<AppendCondition, ApiError> {
+    let c: ConditionIn = serde_json::from_value(v).map_err(bad_condition)?;
+    let items: Vec<QueryIn> = match c.fail_if_events_match {
+        Value::Array(a) => a.into_iter().map(serde_json::from_value).collect::<Result<_, _>>().map_err(bad_condition)?,
+        o @ Value::Object(_) => vec![serde_json::from_value(o).map_err(bad_condition)?],
+        other => return Err(bad_condition(format!("fail_if_events_match must be a query object or an array of them, not {other}"))),
+    };
+    let fail_if_events_match = items
+        .into_iter()
+        .map(|q| QueryItem { types: q.types.unwrap_or_default(), tags: q.tags.map(|t| t.into_iter().collect()).unwrap_or_default() })
+        .collect();
+    Ok(AppendCondition { fail_if_events_match, after: c.after })
 }
 
 /// Tags one event may carry.
@@ -83,7 +120,8 @@ fn json_error(what: &str, e: &serde_json::Error) -> ApiError {
     ApiError::bad_request("malformed_json", format!("{what}: {e} (line {}, column {})", e.line(), e.column()))
 }
 
-/// Parses a JSON array of events, an object `{"events", "expected"}`, or
+/// Parses a JSON array of events, an object `{"events", "expected",
+/// "condition"}`, or
 /// NDJSON (one event a line) when `ndjson`. An event's data (decoded, for
 /// `data_b64`) may hold at most `max_event` bytes (413 `event_too_large`),
 /// an NDJSON line that plus its fields (413 `line_too_large`).
@@ -104,22 +142,20 @@ pub fn parse_append(body: &[u8], ndjson: bool, max_event: usize) -> Result<Appen
             })?;
             events.push(convert(events.len(), e, max_event)?);
         }
-        return Ok(AppendBody { events, expected: None });
+        return Ok(AppendBody { events, expected: None, condition: None });
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
         Some(b'[') => {
             let evs: Vec<EventIn> = serde_json::from_slice(body).map_err(|e| json_error("body", &e))?;
             let events = evs.into_iter().enumerate().map(|(i, e)| convert(i, e, max_event)).collect::<Result<_, _>>()?;
-            Ok(AppendBody { events, expected: None })
+            Ok(AppendBody { events, expected: None, condition: None })
         }
         Some(b'{') => {
             let b: BodyIn = serde_json::from_slice(body).map_err(|e| json_error("body", &e))?;
-            if b.condition.is_some() {
-                return Err(ApiError::bad_request("unsupported", "append conditions are not supported by this node yet"));
-            }
+            let condition = b.condition.filter(|c| !c.is_null()).map(parse_condition).transpose()?;
             let events = b.events.into_iter().enumerate().map(|(i, e)| convert(i, e, max_event)).collect::<Result<_, _>>()?;
-            Ok(AppendBody { events, expected: b.expected })
+            Ok(AppendBody { events, expected: b.expected, condition })
         }
         _ => Err(ApiError::bad_request("malformed_json", "the body must be a JSON array of events, an object {\"events\": [...]}, or NDJSON")),
     }

@@ -3,6 +3,7 @@
 //! conformance checks run on every backend: memory, local disk, Azure
 //! (Azurite) and S3 (SeaweedFS).
 
+mod conditions;
 mod conformance;
 mod faults;
 mod model;
@@ -51,7 +52,7 @@ pub fn with_id(mut e: NewEvent, id: u128) -> NewEvent {
 }
 
 pub fn batch(events: Vec<NewEvent>) -> AppendBatch {
-    AppendBatch { events, expected: vec![] }
+    AppendBatch { events, expected: vec![], condition: None }
 }
 
 /// Every event of the store, read from seq 0.

@@ -69,7 +69,7 @@ async fn run(ops: Vec<Op>) {
                     2 => Expectation::StreamExists,
                     _ => Expectation::Exact((head.unwrap_or(0) + u64::from(off)).saturating_sub(1)),
                 };
-                let batch = AppendBatch { events, expected: vec![(target.clone(), expectation)] };
+                let batch = AppendBatch { events, expected: vec![(target.clone(), expectation)], condition: None };
                 let ok = match expectation {
                     Expectation::Any => true,
                     Expectation::NoStream => head.is_none(),
