@@ -244,6 +244,7 @@ mod tests {
             (404, "store_not_found", ErrorKind::NotFound, false),
             (409, "wrong_expected_revision", ErrorKind::Conflict, false),
             (409, "idempotency_conflict", ErrorKind::Conflict, false),
+            (409, "condition_failed", ErrorKind::Conflict, false),
             (412, "precondition_failed", ErrorKind::PreconditionFailed, false),
             (401, "unauthorized", ErrorKind::Unauthorized, false),
             (403, "forbidden", ErrorKind::Forbidden, false),

@@ -41,6 +41,56 @@ impl Expected {
     }
 }
 
+/// Which events an append [`Condition`] looks for: events of one of the
+/// types given (of any type when none is) that carry every tag given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Query {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    types: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    tags: BTreeMap<String, String>,
+}
+
+impl Query {
+    /// Every event.
+    pub fn any() -> Self {
+        Query::default()
+    }
+    /// Events of this type (or of any type added with it).
+    pub fn of_type(mut self, event_type: impl Into<String>) -> Self {
+        self.types.push(event_type.into());
+        self
+    }
+    /// Events that carry this tag (and every other tag added).
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// An append condition: the append commits only if no event matching any of
+/// its queries was committed after seq `after` — checked by the node
+/// atomically with the commit, on every node. Take `after` from what the
+/// decision was made on: the seq of the last event read (`None` if none was).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    fail_if_events_match: Vec<Query>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<u64>,
+}
+
+impl Condition {
+    /// Fails the append if an event matching `query` came after `after`.
+    pub fn none_after(query: Query, after: Option<u64>) -> Self {
+        Condition { fail_if_events_match: vec![query], after }
+    }
+    /// Fails it also on events matching `query`.
+    pub fn or(mut self, query: Query) -> Self {
+        self.fail_if_events_match.push(query);
+        self
+    }
+}
+
 /// An event to append. Every one gets a fresh id when it is made, so a
 /// retried append is recognised by the node and stored once.
 #[derive(Clone, Debug, Serialize)]

@@ -37,7 +37,7 @@ use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, ErrorKind, Result, StreamConflict};
-pub use event::{EventData, Expected, RecordedEvent};
+pub use event::{Condition, EventData, Expected, Query, RecordedEvent};
 pub use read::{Direction, Events, StreamRead};
 pub use subscribe::{Message, Subscription};
 
@@ -207,6 +207,8 @@ struct StreamHead {
 struct AppendBody<'a, X: Serialize> {
     events: &'a [EventData],
     expected: X,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition: Option<&'a Condition>,
 }
 
 impl Client {
@@ -362,7 +364,19 @@ impl Store {
 
     /// Appends `events` to `stream` atomically, if the stream is as
     /// `expected`. Retries are safe: the events carry ids.
-    pub async fn append(&self, stream: &str, mut events: Vec<EventData>, expected: Expected) -> Result<Appended> {
+    pub async fn append(&self, stream: &str, events: Vec<EventData>, expected: Expected) -> Result<Appended> {
+        self.append_to(stream, events, expected, None).await
+    }
+
+    /// [`Store::append`], if also `condition` holds: no event matching it
+    /// came after its seq, else an error of kind `Conflict` with code
+    /// `condition_failed` and nothing appended. A retry of an append that
+    /// did commit returns its first answer, though its events match.
+    pub async fn append_if(&self, stream: &str, events: Vec<EventData>, expected: Expected, condition: &Condition) -> Result<Appended> {
+        self.append_to(stream, events, expected, Some(condition)).await
+    }
+
+    async fn append_to(&self, stream: &str, mut events: Vec<EventData>, expected: Expected, condition: Option<&Condition>) -> Result<Appended> {
         if events.is_empty() {
             return Err(Error::new(ErrorKind::InvalidInput, "an append needs at least one event"));
         }
@@ -372,7 +386,7 @@ impl Store {
                 _ => e.set_stream(stream),
             }
         }
-        let body = serde_json::to_vec(&AppendBody { events: &events, expected: expected.json() }).map_err(|e| Error::protocol(e.to_string()))?;
+        let body = serde_json::to_vec(&AppendBody { events: &events, expected: expected.json(), condition }).map_err(|e| Error::protocol(e.to_string()))?;
         let (resp, _) = self
             .client
             .send(|| self.client.request(Method::POST, &["stores", &self.name, "streams", stream, "events"]).header(header::CONTENT_TYPE, "application/json").body(body.clone()))
@@ -384,6 +398,16 @@ impl Store {
     /// with [`EventData::stream`]), if every stream in `expected` is as
     /// given.
     pub async fn append_many(&self, events: Vec<EventData>, expected: impl IntoIterator<Item = (String, Expected)>) -> Result<AppendedMany> {
+        self.append_many_to(events, expected, None).await
+    }
+
+    /// [`Store::append_many`], if also `condition` holds (as for
+    /// [`Store::append_if`]).
+    pub async fn append_many_if(&self, events: Vec<EventData>, expected: impl IntoIterator<Item = (String, Expected)>, condition: &Condition) -> Result<AppendedMany> {
+        self.append_many_to(events, expected, Some(condition)).await
+    }
+
+    async fn append_many_to(&self, events: Vec<EventData>, expected: impl IntoIterator<Item = (String, Expected)>, condition: Option<&Condition>) -> Result<AppendedMany> {
         if events.is_empty() {
             return Err(Error::new(ErrorKind::InvalidInput, "an append needs at least one event"));
         }
@@ -391,7 +415,7 @@ impl Store {
             return Err(Error::new(ErrorKind::InvalidInput, format!("event {i} names no stream")));
         }
         let expected: serde_json::Map<String, serde_json::Value> = expected.into_iter().map(|(s, x)| (s, x.json())).collect();
-        let body = serde_json::to_vec(&AppendBody { events: &events, expected }).map_err(|e| Error::protocol(e.to_string()))?;
+        let body = serde_json::to_vec(&AppendBody { events: &events, expected, condition }).map_err(|e| Error::protocol(e.to_string()))?;
         let (resp, _) = self
             .client
             .send(|| self.client.request(Method::POST, &["stores", &self.name, "events"]).header(header::CONTENT_TYPE, "application/json").body(body.clone()))

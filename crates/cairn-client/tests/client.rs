@@ -248,3 +248,30 @@ async fn tokens_are_sent_and_unreachable_nodes_are_retry_safe() {
     assert!(Client::new("ftp://x").is_err());
     assert!(Client::new("not a url").is_err());
 }
+
+/// Usernames are unique across the store because each registration is
+/// conditional on no registration of the name after what was read; a
+/// retry whose first answer was lost gets that answer back.
+#[tokio::test]
+async fn conditional_appends_fail_on_a_matching_event_after_their_seq() {
+    use cairn_client::{Condition, Query};
+    let node = Node::memory().await;
+    let s = node.client().store("s");
+    s.create().await.unwrap();
+    let taken = Query::any().of_type("Registered").tag("username", "ann");
+    let seen = s.read_with(0, None, Some(("username", "ann"))).try_collect::<Vec<_>>().await.unwrap();
+    let after = seen.last().map(|e| e.seq);
+    let first = ev("Registered", 1).tag("username", "ann");
+    let a = s.append_if("user-1", vec![first.clone()], Expected::NoStream, &Condition::none_after(taken.clone(), after)).await.unwrap();
+    let again = s.append_if("user-1", vec![first], Expected::NoStream, &Condition::none_after(taken.clone(), after)).await.unwrap();
+    assert_eq!((again.first_seq, again.deduplicated), (a.first_seq, true));
+    let e = s.append_if("user-2", vec![ev("Registered", 2).tag("username", "ann")], Expected::Any, &Condition::none_after(taken.clone(), after)).await.unwrap_err();
+    assert_eq!((e.kind(), e.code(), e.is_retry_safe()), (ErrorKind::Conflict, Some("condition_failed"), false));
+    // Read again, decide again: after the registration, other names are free.
+    let bob = Condition::none_after(Query::any().tag("username", "bob"), Some(a.last_seq)).or(Query::any().of_type("Banned"));
+    let m = s.append_many_if(vec![ev("Registered", 3).stream("user-3").tag("username", "bob")], [], &bob).await.unwrap();
+    assert_eq!(m.first_seq, a.last_seq + 1);
+    let e = s.append_many_if(vec![ev("Registered", 4).stream("user-4").tag("username", "bob")], [], &bob).await.unwrap_err();
+    assert_eq!(e.code(), Some("condition_failed"));
+    assert_eq!(s.info().await.unwrap().next_seq, 2);
+}

@@ -16,7 +16,7 @@ use cairn_engine::testing::{Backend, TestStorage};
 struct Node {
     base: String,
     http: reqwest::Client,
-    _storage: TestStorage,
+    _storage: Arc<TestStorage>,
 }
 
 async fn start(b: Backend) -> Node {
@@ -24,7 +24,11 @@ async fn start(b: Backend) -> Node {
 }
 
 async fn start_cfg(b: Backend, cfg: ServerConfig) -> Node {
-    let storage = b.storage();
+    serve(Arc::new(b.storage()), cfg).await
+}
+
+/// A node on `storage`, which other nodes may share.
+async fn serve(storage: Arc<TestStorage>, cfg: ServerConfig) -> Node {
     let metrics = Arc::new(cairn_server::metrics::Metrics::new());
     let engine_cfg = EngineConfig { gc_interval: None, poll_interval: Duration::from_millis(20), ..EngineConfig::default() };
     let engine = AppState::engine_with_metrics(storage.store.clone(), engine_cfg, &metrics);
@@ -79,7 +83,7 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags);
+cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags, conditions_on_three_nodes);
 
 async fn stores_routes(b: Backend) {
     let n = start(b).await;
@@ -177,6 +181,7 @@ async fn bad_input_changes_nothing(b: Backend) {
     n.put("/v1/stores/s").await;
     let p = "/v1/stores/s/streams/a/events";
     let raw = |body: &'static str| n.http.post(n.url(p)).header("content-type", "application/json").body(body);
+    let cond = |c: Value| n.http.post(n.url(p)).json(&json!({"events": [{"type": "T"}], "condition": c}));
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (raw("[{\"type\":\"T\""), 400, "malformed_json"),
         (raw("{}"), 400, "malformed_json"),
@@ -214,6 +219,18 @@ async fn bad_input_changes_nothing(b: Backend) {
         (n.http.get(n.url("/v1/stores/s/events")).header("accept", "text/event-stream").header("last-event-id", "18446744073709551615"), 400, "invalid_last_event_id"),
         (n.http.get(n.url("/v1/stores/s/events")).header("accept", "text/event-stream").header("last-event-id", "abc"), 400, "invalid_last_event_id"),
         (n.http.get(n.url("/v1/stores/s/events?from=18446744073709551615")), 400, "position_beyond_end"),
+        (cond(json!({})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": []})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": 5})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": {"types": "T"}})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": {"types": [""]}})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": {"typo": []}})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": [{"tags": {"k": 1}}]})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": {}, "after": -1})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": {}, "bogus": 1})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": vec![json!({}); 65]})), 400, "invalid_condition"),
+        (cond(json!({"fail_if_events_match": {}, "after": 0})), 400, "position_beyond_end"),
+        (cond(json!("x")), 400, "invalid_condition"),
     ];
     for (i, (req, status, want)) in cases.into_iter().enumerate() {
         let (s, v) = n.send(req).await;
@@ -324,6 +341,13 @@ async fn docs_of_health_and_metrics(b: Backend) {
             assert!(doc["paths"][p][m].is_object(), "{m} {p} missing from the OpenAPI document");
         }
     }
+    // Both append bodies take a condition, of the shape the node parses.
+    let schemas = &doc["components"]["schemas"];
+    for body in ["AppendBody", "AppendManyBody"] {
+        assert!(schemas[body]["properties"]["condition"].is_object(), "{body}: {}", schemas[body]);
+    }
+    assert_eq!(schemas["Condition"]["required"], json!(["fail_if_events_match"]));
+    assert_eq!(schemas["Condition"]["properties"]["fail_if_events_match"]["oneOf"][1]["maxItems"], 64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,4 +606,72 @@ async fn a_truncated_segment_fails_its_reads_clearly_and_nothing_else() {
     assert_eq!(r.status(), 500);
     assert_eq!(code(&r.json::<Value>().await.unwrap()), "data_corrupt");
     assert_eq!(get("/v1/stores/s").await.unwrap().json::<Value>().await.unwrap()["next_seq"], 5);
+}
+
+/// Nodes on one shared storage, as a deployment runs them.
+async fn nodes_on(storage: &Arc<TestStorage>, n: usize) -> Vec<Node> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(serve(storage.clone(), ServerConfig::default()).await);
+    }
+    out
+}
+
+/// A course of 5 seats and 12 students, over HTTP on three nodes: each
+/// student reads the course's events by tag, and subscribes if it saw a
+/// seat free, on the condition that nothing for the course came after what
+/// it read. Exactly 5 get in; the losers of each race get 409
+/// `condition_failed` and nothing appended.
+async fn conditions_on_three_nodes(b: Backend) {
+    const SEATS: usize = 5;
+    let storage = Arc::new(b.storage());
+    let nodes = Arc::new(nodes_on(&storage, 3).await);
+    assert_eq!(nodes[0].put("/v1/stores/c").await.0, 201);
+    let (s, v) = nodes[1].post("/v1/stores/c/events", json!([{"stream": "course-c1", "type": "CourseDefined", "tags": {"course": "c1"}}])).await;
+    assert_eq!(s, 200, "{v}");
+    let mut tasks = Vec::new();
+    for student in 0..12 {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            let n = &nodes[student % 3];
+            let mut lost = 0;
+            loop {
+                let lines = n.ndjson("/v1/stores/c/events?tag=course:c1").await;
+                let next = lines.last().and_then(|l| l["next"].as_u64()).unwrap();
+                let taken = lines.iter().filter(|l| l["type"] == "Subscribed").count();
+                if taken >= SEATS {
+                    return (false, lost);
+                }
+                let body = json!({
+                    "events": [{"type": "Subscribed", "tags": {"course": "c1", "student": student.to_string()}}],
+                    "condition": {"fail_if_events_match": {"types": ["Subscribed", "CourseCapacityChanged"], "tags": {"course": "c1"}}, "after": next - 1},
+                });
+                let (s, v) = n.post(&format!("/v1/stores/c/streams/student-{student}/events"), body).await;
+                match s {
+                    200 => return (true, lost),
+                    409 => {
+                        assert_eq!(code(&v), "condition_failed", "{v}");
+                        lost += 1;
+                    }
+                    _ => panic!("student {student}: {s} {v}"),
+                }
+            }
+        }));
+    }
+    let (mut got, mut lost) = (0, 0);
+    for t in tasks {
+        let (ok, l) = t.await.unwrap();
+        got += usize::from(ok);
+        lost += l;
+    }
+    assert_eq!(got, SEATS);
+    assert!(lost > 0, "no student lost a race: nothing was tested");
+    let all = nodes[2].ndjson("/v1/stores/c/events").await;
+    assert_eq!(all.iter().filter(|l| l["type"] == "Subscribed").count(), SEATS, "{all:?}");
+    // The many-stream route takes a condition too; a match before `after` does not count.
+    let body = |after: u64| json!({"events": [{"stream": "course-c1", "type": "CourseCapacityChanged", "tags": {"course": "c1"}}], "expected": {"course-c1": 0}, "condition": {"fail_if_events_match": [{"types": ["Subscribed"], "tags": {"course": "c1"}}], "after": after}});
+    let (s, v) = nodes[0].post("/v1/stores/c/events", body(1)).await;
+    assert_eq!((s, code(&v)), (409, "condition_failed"), "{v}");
+    let (s, v) = nodes[0].post("/v1/stores/c/events", body(SEATS as u64)).await;
+    assert_eq!(s, 200, "{v}");
 }
