@@ -2,14 +2,14 @@
 //! Engine benchmarks on local disk with fsync (in-process). Run with
 //! `cargo bench -p cairn-engine --bench engine [-- SCENARIO...]`; scenarios:
 //! `append`, `append1`, `append1k`, `scan`, `stream`, `memory`, `overhead`,
-//! `codecs` (all when none is named). Results go to stdout, one line each.
+//! `codecs`, `conditions` (all when none is named). Results go to stdout, one line each.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_engine::{AppendBatch, Direction, Engine, EngineConfig, NewEvent};
+use cairn_engine::{AppendBatch, AppendCondition, Direction, Engine, EngineConfig, NewEvent, QueryItem};
 use cairn_format::block::{Codec, Event};
 use cairn_format::segment::{encode_segment, EncodeOptions};
 use object_store::local::LocalFileSystem;
@@ -109,6 +109,52 @@ async fn bench_append(name: &str, total: u64, per_batch: u64, clients: u64, pad:
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
     );
+    engine.shutdown().await;
+}
+
+/// Single-event appends by one client on a store of 1,000,000 events
+/// tagged with one of 10,000 customers: plain, and with conditions of
+/// increasing reach, taken in turns so that all see the same machine.
+async fn bench_conditions() {
+    const EVENTS: u64 = 1_000_000;
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    // A small cache: the history is read from disk, not from memory.
+    let engine = Engine::new(local(dir.path()), EngineConfig { block_cache_bytes: 8 << 20, ..config() });
+    engine.create_store("c").await.expect("create");
+    let tagged = |i: u64, c: u64| NewEvent { tags: vec![("customer".into(), format!("c{c}"))], ..event(format!("customer-{c}"), i, 100) };
+    for b in 0..EVENTS / 1000 {
+        let events = (b * 1000..(b + 1) * 1000).map(|i| tagged(i, i % 10_000)).collect();
+        engine.append("c", AppendBatch { events, expected: vec![], condition: None }).await.expect("fill");
+    }
+    let item = |tag: bool, types: &[&str]| QueryItem { types: types.iter().map(|t| t.to_string()).collect(), tags: if tag { vec![("customer".into(), "c20000".into())] } else { vec![] } };
+    // (name, condition for the customer c20000, which has no events yet; runs)
+    let variants: Vec<(&str, Box<dyn Fn(u64) -> Option<AppendCondition>>, usize)> = vec![
+        ("plain", Box::new(|_| None), 300),
+        ("tag, after the last event", Box::new(move |next| Some(AppendCondition { fail_if_events_match: vec![item(true, &[])], after: Some(next - 1) })), 300),
+        ("tag, whole history (tag indexes)", Box::new(move |_| Some(AppendCondition { fail_if_events_match: vec![item(true, &[])], after: None })), 100),
+        ("type only, whole history (every block)", Box::new(move |_| Some(AppendCondition { fail_if_events_match: vec![item(false, &["NoSuchType"])], after: None })), 5),
+    ];
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    let mut i = EVENTS;
+    for round in 0..300 {
+        for (v, (_, cond, runs)) in variants.iter().enumerate() {
+            if round >= *runs {
+                continue;
+            }
+            let next = engine.store_info("c").await.expect("info").next_seq;
+            let mut b = AppendBatch { events: vec![tagged(i, i % 10_000)], expected: vec![], condition: None };
+            b.condition = cond(next);
+            i += 1;
+            let t = Instant::now();
+            engine.append("c", b).await.expect("append");
+            lat[v].push(t.elapsed());
+        }
+    }
+    let base = pct(&mut lat[0], 0.5).as_secs_f64();
+    for ((name, _, runs), l) in variants.iter().zip(&mut lat) {
+        let p50 = pct(l, 0.5).as_secs_f64();
+        println!("condition {name}: one writer, {runs} appends on {EVENTS} events, p50 {:.2} ms p99 {:.2} ms ({:.2}x plain)", p50 * 1e3, pct(l, 0.99).as_secs_f64() * 1e3, p50 / base);
+    }
     engine.shutdown().await;
 }
 
@@ -371,6 +417,9 @@ fn main() {
         }
         if on("memory") {
             bench_memory().await;
+        }
+        if on("conditions") {
+            bench_conditions().await;
         }
     });
 }

@@ -36,7 +36,8 @@ use crate::{AppendBatch, AppendCondition, AppendOutcome, Clock, EngineConfig, Ex
 const MAX_RETIRED: usize = 128;
 
 pub(crate) enum WriterMsg {
-    Append { batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>> },
+    /// `checked_to`: the batch's condition was found to hold below this seq.
+    Append { batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>>, checked_to: u64 },
 }
 
 /// Checks what can be checked without storage. A batch that fails here
@@ -113,8 +114,8 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>>) -> Self {
-        let checked_to = batch.condition.as_ref().map_or(0, AppendCondition::first_seq);
+    fn new(batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>>, checked_to: u64) -> Self {
+        let checked_to = batch.condition.as_ref().map_or(0, |c| checked_to.max(c.first_seq()));
         Pending { batch, reply: Some(reply), checked_to }
     }
     fn answer(&mut self, r: Result<AppendOutcome, AppendError>) {
@@ -261,8 +262,8 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
             w.commit(reqs, &mut rx).await;
             continue;
         }
-        let Some(WriterMsg::Append { batch, reply }) = rx.recv().await else { break };
-        let mut reqs = vec![Pending::new(batch, reply)];
+        let Some(WriterMsg::Append { batch, reply, checked_to }) = rx.recv().await else { break };
+        let mut reqs = vec![Pending::new(batch, reply, checked_to)];
         let mut bytes = reqs[0].bytes();
         let linger = if last_batch > 1 { w.cfg.linger } else { Duration::ZERO };
         let linger_until = tokio::time::Instant::now() + linger;
@@ -272,8 +273,8 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(linger_until, rx.recv()).await.ok().flatten(),
             };
-            let Some(WriterMsg::Append { batch, reply }) = msg else { break };
-            let p = Pending::new(batch, reply);
+            let Some(WriterMsg::Append { batch, reply, checked_to }) = msg else { break };
+            let p = Pending::new(batch, reply, checked_to);
             bytes += p.bytes();
             reqs.push(p);
         }
@@ -493,8 +494,8 @@ impl Writer {
     async fn stage_next(&mut self, rx: &mut mpsc::Receiver<WriterMsg>, prep: &Prepared, next: &Manifest) {
         let mut bytes = 0;
         while bytes < self.cfg.max_batch_bytes {
-            let Ok(WriterMsg::Append { batch, reply }) = rx.try_recv() else { break };
-            let p = Pending::new(batch, reply);
+            let Ok(WriterMsg::Append { batch, reply, checked_to }) = rx.try_recv() else { break };
+            let p = Pending::new(batch, reply, checked_to);
             bytes += p.bytes();
             self.carry.push(p);
         }

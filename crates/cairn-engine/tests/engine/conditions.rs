@@ -182,5 +182,10 @@ async fn a_retried_batch_is_answered_as_before_not_failed_by_its_own_events(b: B
     // Another node, which has no ids in memory, finds it in storage.
     let again = fx.engine(test_config()).append("c", register()).await.unwrap();
     assert_eq!((again.first_seq, again.deduplicated), (first.first_seq, true));
+    // Another batch with ids is no retry: its condition fails.
+    let mut other = register();
+    other.events[0].id = Some(uuid::Uuid::from_u128(8));
+    let r = e.append("c", other).await;
+    assert!(matches!(r, Err(AppendError::ConditionFailed { after: None })), "{r:?}");
     assert_eq!(read_all(&e, "c").await.len(), 1);
 }
