@@ -83,7 +83,7 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags, conditions_on_three_nodes);
+cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags, conditions_on_three_nodes, the_esdb_seed_example);
 
 async fn stores_routes(b: Backend) {
     let n = start(b).await;
@@ -674,4 +674,49 @@ async fn conditions_on_three_nodes(b: Backend) {
     assert_eq!((s, code(&v)), (409, "condition_failed"), "{v}");
     let (s, v) = nodes[0].post("/v1/stores/c/events", body(SEATS as u64)).await;
     assert_eq!(s, 200, "{v}");
+}
+
+/// The esdb seed's example (seeds/esdb-readme.txt) over HTTP: customers as
+/// streams, their page views, clicks and purchases with the seed's
+/// timestamps and a `type` tag; one customer's purchases by tag, another's
+/// clicks backwards.
+async fn the_esdb_seed_example(b: Backend) {
+    let n = start(b).await;
+    n.put("/v1/stores/activity").await;
+    let seed = [
+        ("1", 1403534919i64, "page", json!({"url": "http://mysite.com/"})),
+        ("1", 1403534920, "click", json!({"button_text": "Checkout"})),
+        ("1", 1403534921, "page", json!({"url": "http://mysite.com/checkout"})),
+        ("1", 1403534923, "purchase", json!({"total": "42.99"})),
+        ("1", 1403534923, "page", json!({"url": "http://mysite.com/thankyou"})),
+        ("2", 1403534919, "page", json!({"url": "http://mysite.com/"})),
+        ("2", 1403534920, "click", json!({"button_text": "About"})),
+        ("2", 1403534921, "page", json!({"url": "http://mysite.com/about"})),
+        ("3", 1403534919, "page", json!({"url": "http://mysite.com/"})),
+        ("3", 1403534920, "click", json!({"button_text": "About"})),
+        ("3", 1403534921, "page", json!({"url": "http://mysite.com/about"})),
+        ("3", 1403534922, "click", json!({"button_text": "Checkout"})),
+        ("3", 1403534923, "purchase", json!({"total": "126.99"})),
+        ("3", 1403534923, "page", json!({"url": "http://mysite.com/thankyou"})),
+    ];
+    // In two requests, so the history spans two segments.
+    for part in seed.chunks(7) {
+        let events: Vec<Value> = part.iter().map(|(c, ts, t, d)| json!({"stream": c, "type": t, "timestamp": ts * 1000, "tags": {"type": t}, "data": d})).collect();
+        let (s, v) = n.post("/v1/stores/activity/events", Value::from(events)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let data = |lines: Vec<Value>| -> Vec<String> { lines.iter().filter(|l| l.get("next").is_none()).map(|l| l["data"].to_string()).collect() };
+    assert_eq!(data(n.ndjson("/v1/stores/activity/streams/1/events?tag=type:purchase").await), vec![r#"{"total":"42.99"}"#]);
+    assert_eq!(
+        data(n.ndjson("/v1/stores/activity/streams/3/events?tag=type:click&direction=backward").await),
+        vec![r#"{"button_text":"Checkout"}"#, r#"{"button_text":"About"}"#]
+    );
+    // All of customer 2's activity, newest first as the seed prints it, with its timestamps.
+    let two = n.ndjson("/v1/stores/activity/streams/2/events?direction=backward").await;
+    assert_eq!(data(two.clone()), vec![r#"{"url":"http://mysite.com/about"}"#, r#"{"button_text":"About"}"#, r#"{"url":"http://mysite.com/"}"#]);
+    let ts: Vec<i64> = two.iter().filter_map(|l| l["timestamp"].as_i64()).collect();
+    assert_eq!(ts, vec![1403534921000, 1403534920000, 1403534919000]);
+    // Customer 1 in full, oldest first; and every purchase of the store by tag.
+    assert_eq!(data(n.ndjson("/v1/stores/activity/streams/1/events").await).len(), 5);
+    assert_eq!(data(n.ndjson("/v1/stores/activity/events?tag=type:purchase").await), vec![r#"{"total":"42.99"}"#, r#"{"total":"126.99"}"#]);
 }
