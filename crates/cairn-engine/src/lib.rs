@@ -56,27 +56,6 @@ pub use reader::{Direction, ReadEvent, StoreScan, StreamScan};
 use store::{json, read_root, Shared, Store};
 use writer::WriterMsg;
 
-/// Checks a condition over the history committed so far, here rather than
-/// in the store's writer, which commits one batch after another: a condition
-/// that reaches far back costs its own request time, not every writer's.
-/// Returns the seq below which it holds (the writer checks only from there).
-/// A match fails the append at once, unless the batch has ids: then it may
-/// be a retry of a batch that committed, which the writer answers as before.
-async fn precheck(s: &Store, c: &AppendCondition, ids: bool) -> Result<u64, AppendError> {
-    let from = c.first_seq();
-    let view = s.current();
-    if from >= view.next_seq {
-        return Ok(from);
-    }
-    match reader::first_match(s, &view, from, view.next_seq, c).await {
-        Ok(None) => Ok(view.next_seq),
-        Ok(Some(_)) if !ids => Err(AppendError::ConditionFailed { after: c.after }),
-        // The writer looks again (an object may have been rolled up and
-        // collected under this view).
-        Ok(Some(_)) | Err(_) => Ok(from),
-    }
-}
-
 /// Settings of an engine. Durations of GC are measured by the store's clock.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -531,7 +510,7 @@ impl Engine {
         writer::validate(&batch)?;
         let s = self.open(store).await?;
         let checked_to = match &batch.condition {
-            Some(c) => precheck(&s, c, batch.events.iter().any(|e| e.id.is_some())).await?,
+            Some(c) => writer::precheck(&s, c, batch.events.iter().any(|e| e.id.is_some())).await?,
             None => 0,
         };
         let tx = self.writer_for(&s);

@@ -105,6 +105,29 @@ fn validate_condition(c: &AppendCondition) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a condition over the history committed so far, here rather than
+/// in the store's writer, which commits one batch after another: a condition
+/// that reaches far back costs its own request time, not every writer's.
+/// Returns the seq below which it holds (the writer checks only from there).
+/// A match fails the append at once, unless the batch has ids: then it may
+/// be a retry of a batch that committed, which the writer answers as before.
+pub(crate) async fn precheck(s: &Store, c: &AppendCondition, ids: bool) -> Result<u64, AppendError> {
+    let from = c.first_seq();
+    let view = s.current();
+    if from >= view.next_seq {
+        return Ok(from);
+    }
+    match reader::first_match(s, &view, from, view.next_seq, c).await {
+        Ok(None) => Ok(view.next_seq),
+        Ok(Some(_)) if !ids => Err(AppendError::ConditionFailed { after: c.after }),
+        // It holds below its first match, where the writer starts.
+        Ok(Some(seq)) => Ok(seq),
+        // The writer looks again (an object may have been rolled up and
+        // collected under this view).
+        Err(_) => Ok(from),
+    }
+}
+
 struct Pending {
     batch: AppendBatch,
     reply: Option<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
@@ -599,15 +622,15 @@ impl Writer {
                     }
                 }
             }
+            let after = reqs[ri].batch.condition.as_ref().and_then(|c| c.after);
             match verdict {
                 Verdict::Holds => {}
                 Verdict::Fails => {
-                    replies.push((ri, Err(AppendError::ConditionFailed { after: reqs[ri].batch.condition.as_ref().and_then(|c| c.after) })));
+                    replies.push((ri, Err(AppendError::ConditionFailed { after })));
                     continue;
                 }
                 Verdict::BeyondEnd(next) => {
-                    let after = reqs[ri].batch.condition.as_ref().and_then(|c| c.after).unwrap_or(0);
-                    replies.push((ri, Err(AppendError::ConditionBeyondEnd { after, next })));
+                    replies.push((ri, Err(AppendError::ConditionBeyondEnd { after: after.unwrap_or(0), next })));
                     continue;
                 }
             }
