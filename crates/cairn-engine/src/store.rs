@@ -63,9 +63,9 @@ impl Store {
     pub async fn open(shared: Arc<Shared>, name: &str) -> Result<Arc<Store>, StoreError> {
         let root = read_root(&shared.objects, name).await?.ok_or_else(|| StoreError::NotFound(name.into()))?;
         let paths = StorePaths::new(name, &root.incarnation);
-        let boundary = newest_boundary(&shared.objects, &paths).await?;
-        let Some(m) = newest_listed(&shared.objects, &paths, boundary.floor).await? else {
-            // root.json exists but no manifest: a delete in progress.
+        let Some((boundary, m)) = newest_manifest(&shared.objects, &paths).await? else {
+            // root.json exists but no manifest: a create or a delete in
+            // progress.
             return Err(StoreError::NotFound(name.into()));
         };
         let (view, _) = watch::channel(Arc::new(m));
@@ -132,12 +132,11 @@ impl Store {
     /// The newest version as a cold node finds it: a LIST from the floor of
     /// the newest boundary, then N+1 until absent.
     pub async fn reload_cold(&self) -> Result<Arc<Manifest>, StorageError> {
-        let b = newest_boundary(&self.shared.objects, &self.paths).await?;
-        self.learn_boundary(b);
-        let mut cur = match newest_listed(&self.shared.objects, &self.paths, b.floor).await? {
-            Some(m) => Arc::new(m),
-            None => return Err(StorageError::NotFound(self.paths.manifest_dir().to_string())),
+        let Some((b, m)) = newest_manifest(&self.shared.objects, &self.paths).await? else {
+            return Err(StorageError::NotFound(self.paths.manifest_dir().to_string()));
         };
+        self.learn_boundary(b);
+        let mut cur = Arc::new(m);
         while let Some(next) = load_manifest(&self.shared.objects, &self.paths, cur.version + 1).await? {
             cur = Arc::new(next);
         }
@@ -382,7 +381,7 @@ pub(crate) async fn load_manifest(objects: &Objects, paths: &StorePaths, v: u64)
 }
 
 /// The newest manifest version at or after `floor`, by LIST.
-pub(crate) async fn newest_listed(objects: &Objects, paths: &StorePaths, floor: u64) -> Result<Option<Manifest>, StorageError> {
+async fn newest_listed(objects: &Objects, paths: &StorePaths, floor: u64) -> Result<Option<Manifest>, StorageError> {
     let offset = Path::from(format!("{}/{:020}", paths.manifest_dir(), floor));
     let listed = objects.list_after(&paths.manifest_dir(), &offset).await?;
     let mut versions: Vec<u64> = listed.iter().filter_map(|m| numbered(&m.location)).filter(|v| *v >= floor).collect();
@@ -394,6 +393,26 @@ pub(crate) async fn newest_listed(objects: &Objects, paths: &StorePaths, floor: 
         }
     }
     Ok(None)
+}
+
+/// The newest boundary and the newest manifest at or after its floor. GC
+/// deletes the versions below a floor only after it has created the
+/// boundary naming that floor, so when every version a LIST found is gone
+/// by the time it is read, a newer boundary exists: look again from its
+/// floor. `None` only when the boundary stood still and no version is
+/// there: the store is being created or deleted.
+pub(crate) async fn newest_manifest(objects: &Objects, paths: &StorePaths) -> Result<Option<(KnownBoundary, Manifest)>, StorageError> {
+    let mut b = newest_boundary(objects, paths).await?;
+    loop {
+        if let Some(m) = newest_listed(objects, paths, b.floor).await? {
+            return Ok(Some((b, m)));
+        }
+        let again = newest_boundary(objects, paths).await?;
+        if again.k == b.k {
+            return Ok(None);
+        }
+        b = again;
+    }
 }
 
 pub(crate) async fn newest_boundary(objects: &Objects, paths: &StorePaths) -> Result<KnownBoundary, StorageError> {

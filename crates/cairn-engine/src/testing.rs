@@ -18,6 +18,7 @@ use object_store::{
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use tokio::sync::Notify;
 
 /// Probabilities (0..1) of each fault, per request.
 #[derive(Clone, Debug, Default)]
@@ -64,7 +65,16 @@ pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     faults: Mutex<Faults>,
     rng: Mutex<StdRng>,
+    hold: Mutex<Option<ListHold>>,
     pub counts: FaultCounts,
+}
+
+/// The next listing whose prefix contains `part` is taken, then held until
+/// `go`.
+struct ListHold {
+    part: String,
+    listed: Arc<Notify>,
+    go: Arc<Notify>,
 }
 
 impl fmt::Debug for FaultStore {
@@ -85,7 +95,37 @@ fn injected(what: &str) -> object_store::Error {
 
 impl FaultStore {
     pub fn new(inner: Arc<dyn ObjectStore>, seed: u64) -> Arc<Self> {
-        Arc::new(FaultStore { inner, faults: Mutex::new(Faults::default()), rng: Mutex::new(StdRng::seed_from_u64(seed)), counts: FaultCounts::default() })
+        Arc::new(FaultStore {
+            inner,
+            faults: Mutex::new(Faults::default()),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            hold: Mutex::new(None),
+            counts: FaultCounts::default(),
+        })
+    }
+
+    /// Holds the next listing whose prefix contains `part` between taking
+    /// it and handing it over: `listed` is notified once it is taken, and
+    /// it is handed over when `go` is notified. For races between a LIST
+    /// and what other nodes do before its caller reads what it found.
+    pub fn hold_next_list(&self, part: &str) -> (Arc<Notify>, Arc<Notify>) {
+        let (listed, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(ListHold { part: part.into(), listed: listed.clone(), go: go.clone() });
+        (listed, go)
+    }
+
+    /// `list`, held if a hold is set for its prefix.
+    fn maybe_held(&self, prefix: Option<&Path>, list: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = hold.take_if(|h| prefix.is_some_and(|p| p.as_ref().contains(h.part.as_str()))) else { return list };
+        futures::stream::once(async move {
+            let taken: Vec<Result<ObjectMeta>> = list.collect().await;
+            h.listed.notify_one();
+            h.go.notified().await;
+            futures::stream::iter(taken)
+        })
+        .flatten()
+        .boxed()
     }
 
     pub fn set(&self, f: Faults) {
@@ -184,7 +224,7 @@ impl ObjectStore for FaultStore {
             self.counts.errors.fetch_add(1, Ordering::Relaxed);
             return futures::stream::once(async { Err(injected("list")) }).boxed();
         }
-        self.delayed_list(self.inner.list(prefix))
+        self.delayed_list(self.maybe_held(prefix, self.inner.list(prefix)))
     }
 
     fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -193,7 +233,7 @@ impl ObjectStore for FaultStore {
             self.counts.errors.fetch_add(1, Ordering::Relaxed);
             return futures::stream::once(async { Err(injected("list")) }).boxed();
         }
-        self.delayed_list(self.inner.list_with_offset(prefix, offset))
+        self.delayed_list(self.maybe_held(prefix, self.inner.list_with_offset(prefix, offset)))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {

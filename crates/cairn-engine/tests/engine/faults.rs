@@ -238,6 +238,41 @@ async fn a_writer_whose_view_was_collected_starts_over() {
     assert_eq!(read_all(&b, "s").await.len(), 34);
 }
 
+/// Found by the three-node campaign in CI (seed 1358219448840796168): a
+/// node opening a store LISTed its manifest versions from the GC floor,
+/// and before it read the newest of them other nodes committed twice more
+/// and GC collected every version it had listed. The open then found no
+/// manifest and answered `store_not_found` for a live store. It now looks
+/// again from the newer boundary's floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_that_races_gc_finds_the_newer_versions() {
+    let fx = Fixture::new(Backend::Memory);
+    let cfg = EngineConfig { manifest_retention: Duration::ZERO, ..test_config() };
+    let held = FaultStore::new(fx.store.clone(), 3);
+    let a = Engine::new(held.clone(), cfg.clone());
+    let b = Engine::new(fx.store.clone(), cfg);
+    b.create_store("s").await.unwrap();
+    for i in 0..3 {
+        b.append("s", batch(vec![ev("b", "T", &i.to_string())])).await.unwrap();
+    }
+    let listed_up_to = b.store_info("s").await.unwrap().version;
+    let (listed, go) = held.hold_next_list("/manifest");
+    let opening = tokio::spawn({
+        let a = a.clone();
+        async move { a.append("s", batch(vec![ev("a", "T", "a")])).await }
+    });
+    listed.notified().await;
+    for i in 3..6 {
+        b.append("s", batch(vec![ev("b", "T", &i.to_string())])).await.unwrap();
+    }
+    let report = b.gc("s").await.unwrap();
+    assert!(report.floor > listed_up_to, "GC collected every version the open had listed: {report:?}, listed up to {listed_up_to}");
+    go.notify_one();
+    let o = opening.await.unwrap().expect("the open finds the store");
+    assert_eq!(o.first_seq, 6);
+    assert_eq!(read_all(&b, "s").await.len(), 7);
+}
+
 /// The linger is for writers that come together: a lone writer's appends
 /// commit at once, and only after a commit that several requests shared
 /// does the writer wait for company.
