@@ -21,6 +21,7 @@
 //! assert_eq!(footer.stream("order-1").unwrap().count, 1);
 //! ```
 
+pub mod archive;
 pub mod block;
 pub mod bloom;
 mod codec;
