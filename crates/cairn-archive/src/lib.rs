@@ -1,0 +1,376 @@
+//! Reads Cairn archives from a local file or an object store, with range
+//! GETs and no server: find a space, scan it forwards or backwards (one
+//! grouping or all), scan one indexed value of a space or of the whole
+//! archive. The format is in `cairn_format::archive` and docs/FORMAT.md.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), cairn_archive::ArchiveError> {
+//! use cairn_archive::{Archive, Direction, Key};
+//! let archive = Archive::open_file("activity.arc").await?;
+//! if let Some(customer) = archive.space("customer-3").await? {
+//!     let clicks = archive.scan_index(&customer, &Key::Type, "click", Direction::Backward).await?;
+//!     for e in clicks.collect().await? {
+//!         println!("{} {}", e.seq, String::from_utf8_lossy(&e.event.data));
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+pub use cairn_format::archive::{ArchiveFooter, ArchiveOptions, ArchivedEvent, Group, Key, Space};
+use cairn_format::archive::{decode_archive_block, decode_archive_footer, decode_archive_trailer, decode_posting_page, decode_space_page};
+use cairn_format::segment::TRAILER_LEN;
+
+/// The tail read when an archive is opened: the footer too, if it fits.
+const OPEN_READ: u64 = 256 << 10;
+/// Consecutive blocks are fetched together up to this many bytes.
+const COALESCE: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("storage: {0}")]
+    Storage(#[from] object_store::Error),
+    #[error(transparent)]
+    Corrupt(#[from] cairn_format::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// What an archive's reads have fetched so far: requests and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+/// A space found in an archive, with its place in the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpaceRef {
+    pub index: u64,
+    pub space: Space,
+}
+
+/// An open archive: its footer is read once, everything else by range.
+pub struct Archive {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    name: String,
+    size: u64,
+    footer: ArchiveFooter,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Archive {
+    /// Opens an archive on a local disk.
+    pub async fn open_file(file: impl AsRef<std::path::Path>) -> Result<Archive, ArchiveError> {
+        let file = file.as_ref();
+        let abs = std::fs::canonicalize(file).map_err(|e| ArchiveError::Invalid(format!("{}: {e}", file.display())))?;
+        let path = Path::from_absolute_path(&abs).map_err(|e| ArchiveError::Invalid(format!("{}: {e}", file.display())))?;
+        Archive::open(Arc::new(LocalFileSystem::new()), path).await
+    }
+
+    /// Opens the archive at `path` in `store`: a HEAD for its size, then one
+    /// range GET of its tail (two when the footer is larger than 256 KiB).
+    pub async fn open(store: Arc<dyn ObjectStore>, path: Path) -> Result<Archive, ArchiveError> {
+        let size = store.head(&path).await?.size;
+        let archive = Archive::open_sized(store, path, size).await?;
+        archive.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(archive)
+    }
+
+    /// [`Archive::open`] for a caller that knows the size: no HEAD.
+    pub async fn open_sized(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result<Archive, ArchiveError> {
+        let name = path.to_string();
+        if size < TRAILER_LEN as u64 {
+            return Err(cairn_format::Error::Corrupt(format!("{name}: {size} bytes is too short for an archive")).into());
+        }
+        let mut archive = Archive {
+            store,
+            path,
+            name,
+            size,
+            footer: empty_footer(),
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        };
+        let start = size.saturating_sub(OPEN_READ);
+        let mut tail = archive.fetch(start..size).await?;
+        let t = decode_archive_trailer(&tail[tail.len() - TRAILER_LEN..], &archive.name)?;
+        let tail_start = size.checked_sub(t.tail_len()).filter(|s| *s == t.footer_offset).ok_or_else(|| {
+            cairn_format::Error::Corrupt(format!("{}: the trailer's footer offset does not match the object's size", archive.name))
+        })?;
+        if tail_start < start {
+            tail = archive.fetch(tail_start..size).await?;
+        } else {
+            tail = tail.slice((tail_start - start) as usize..);
+        }
+        archive.footer = decode_archive_footer(&tail, &archive.name)?;
+        Ok(archive)
+    }
+
+    pub fn footer(&self) -> &ArchiveFooter {
+        &self.footer
+    }
+
+    /// The archive's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Requests (HEADs and range GETs) and bytes fetched so far, opening
+    /// included.
+    pub fn fetched(&self) -> Fetched {
+        Fetched { requests: self.requests.load(Ordering::Relaxed), bytes: self.bytes.load(Ordering::Relaxed) }
+    }
+
+    async fn fetch(&self, range: std::ops::Range<u64>) -> Result<Bytes, ArchiveError> {
+        let want = range.end - range.start;
+        let b = self.store.get_range(&self.path, range).await?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+        if b.len() as u64 != want {
+            return Err(cairn_format::Error::Corrupt(format!("{}: a range read gave {} bytes, not {want}", self.name, b.len())).into());
+        }
+        Ok(b)
+    }
+
+    /// The space `key` (the seed's `Find`), or `None`: its directory page
+    /// is read unless the footer's filter rules it out.
+    pub async fn space(&self, key: &str) -> Result<Option<SpaceRef>, ArchiveError> {
+        let Some(i) = self.footer.space_page_for(key) else { return Ok(None) };
+        let p = &self.footer.space_pages[i];
+        let page = decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)?;
+        let Ok(at) = page.binary_search_by(|s| s.key.as_str().cmp(key)) else { return Ok(None) };
+        Ok(page.into_iter().nth(at).map(|space| SpaceRef { index: p.first_index + at as u64, space }))
+    }
+
+    /// Every space, in order.
+    pub async fn spaces(&self) -> Result<Vec<Space>, ArchiveError> {
+        let mut out = Vec::new();
+        for p in &self.footer.space_pages {
+            out.extend(decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)?);
+        }
+        Ok(out)
+    }
+
+    /// The events of a space in (grouping, timestamp, seq) order, or of one
+    /// grouping only (`Some`): the seed's `Scan`, forwards or backwards.
+    pub fn scan(&self, space: &SpaceRef, group: Option<&str>, dir: Direction) -> Result<Scan<'_>, ArchiveError> {
+        let range = space.space.range(group).ok_or_else(|| ArchiveError::Invalid(format!("space {:?} has no grouping {group:?}", space.space.key)))?;
+        Ok(Scan::of_range(self, range, dir))
+    }
+
+    /// Every event of the archive, in its order.
+    pub fn scan_all(&self, dir: Direction) -> Scan<'_> {
+        Scan::of_range(self, 0..self.footer.event_count, dir)
+    }
+
+    /// The events of a space that have `value` for the indexed `key`, in
+    /// the space's order: the seed's `ScanIndex` and `RevScanIndex`.
+    pub async fn scan_index(&self, space: &SpaceRef, key: &Key, value: &str, dir: Direction) -> Result<Scan<'_>, ArchiveError> {
+        let ordinals = self.postings(key, value, Some(space.index)).await?;
+        Ok(Scan::of_ordinals(self, ordinals.into_iter().map(|o| space.space.first + o).collect(), dir))
+    }
+
+    /// The events of every space that have `value` for the indexed `key`,
+    /// in the archive's order.
+    pub async fn scan_value(&self, key: &Key, value: &str, dir: Direction) -> Result<Scan<'_>, ArchiveError> {
+        let pages = self.footer.posting_pages_for(key, value, None);
+        let mut found: Vec<(u64, Vec<u64>)> = Vec::new();
+        for p in &self.footer.posting_pages[pages] {
+            for x in decode_posting_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)? {
+                if &x.key == key && x.value == value {
+                    found.push((x.space, x.decode(&self.name)?));
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok(Scan::of_ordinals(self, Vec::new(), dir));
+        }
+        // Ordinals are relative to their space: find where each space starts.
+        let mut ordinals = Vec::new();
+        let mut pages_read: Vec<(usize, Vec<Space>)> = Vec::new();
+        for (space, rel) in found {
+            let i = self.footer.space_pages.partition_point(|p| p.first_index <= space).checked_sub(1).ok_or_else(|| self.corrupt("a posting names no space"))?;
+            if pages_read.last().is_none_or(|(j, _)| *j != i) {
+                let p = &self.footer.space_pages[i];
+                pages_read.push((i, decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)?));
+            }
+            let (_, page) = pages_read.last().ok_or_else(|| self.corrupt("no space page"))?;
+            let s = page.get((space - self.footer.space_pages[i].first_index) as usize).ok_or_else(|| self.corrupt("a posting names no space"))?;
+            ordinals.extend(rel.into_iter().map(|o| s.first + o));
+        }
+        ordinals.sort_unstable();
+        Ok(Scan::of_ordinals(self, ordinals, dir))
+    }
+
+    fn corrupt(&self, why: &str) -> ArchiveError {
+        cairn_format::Error::Corrupt(format!("{}: {why}", self.name)).into()
+    }
+
+    /// The ordinals (relative to the space) of `value` of `key` in one space.
+    async fn postings(&self, key: &Key, value: &str, space: Option<u64>) -> Result<Vec<u64>, ArchiveError> {
+        if !self.footer.indexes.contains(key) {
+            return Err(ArchiveError::Invalid(format!("the archive has no index on {key:?} (it indexes {:?})", self.footer.indexes)));
+        }
+        let mut out = Vec::new();
+        for p in &self.footer.posting_pages[self.footer.posting_pages_for(key, value, space)] {
+            for x in decode_posting_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)? {
+                if &x.key == key && x.value == value && space.is_none_or(|s| s == x.space) {
+                    out.extend(x.decode(&self.name)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn empty_footer() -> ArchiveFooter {
+    ArchiveFooter {
+        event_count: 0,
+        first_seq: 0,
+        end_seq: 0,
+        min_ts: 0,
+        max_ts: 0,
+        space: Key::Stream,
+        grouping: None,
+        indexes: Vec::new(),
+        blocks: Vec::new(),
+        space_pages: Vec::new(),
+        space_count: 0,
+        space_filter: cairn_format::bloom::Bloom::with_capacity(0),
+        posting_pages: Vec::new(),
+        value_filter: cairn_format::bloom::Bloom::with_capacity(0),
+    }
+}
+
+/// What a scan reads from one block: a range of ordinals, or some of them.
+enum Want {
+    Range(u64, u64),
+    Some(Vec<u64>),
+}
+
+impl Want {
+    fn keeps(&self, ordinal: u64) -> bool {
+        match self {
+            Want::Range(lo, hi) => (*lo..*hi).contains(&ordinal),
+            Want::Some(v) => v.binary_search(&ordinal).is_ok(),
+        }
+    }
+}
+
+/// A scan, block by block: consecutive blocks are fetched in one range GET
+/// (up to 1 MiB), and only blocks holding wanted events are fetched.
+pub struct Scan<'a> {
+    archive: &'a Archive,
+    plan: VecDeque<(usize, Want)>,
+    dir: Direction,
+}
+
+impl<'a> Scan<'a> {
+    fn of_range(archive: &'a Archive, range: std::ops::Range<u64>, dir: Direction) -> Scan<'a> {
+        let f = &archive.footer;
+        let mut plan = VecDeque::new();
+        if range.start < range.end {
+            if let (Some(first), Some(last)) = (f.block_of(range.start), f.block_of(range.end - 1)) {
+                for b in first..=last {
+                    plan.push_back((b, Want::Range(range.start, range.end)));
+                }
+            }
+        }
+        Scan::planned(archive, plan, dir)
+    }
+
+    /// `ordinals` sorted ascending.
+    fn of_ordinals(archive: &'a Archive, ordinals: Vec<u64>, dir: Direction) -> Scan<'a> {
+        let f = &archive.footer;
+        let mut plan: VecDeque<(usize, Want)> = VecDeque::new();
+        for o in ordinals {
+            let Some(b) = f.block_of(o) else { continue };
+            match plan.back_mut() {
+                Some((last, Want::Some(v))) if *last == b => v.push(o),
+                _ => plan.push_back((b, Want::Some(vec![o]))),
+            }
+        }
+        Scan::planned(archive, plan, dir)
+    }
+
+    fn planned(archive: &'a Archive, mut plan: VecDeque<(usize, Want)>, dir: Direction) -> Scan<'a> {
+        if dir == Direction::Backward {
+            plan.make_contiguous().reverse();
+        }
+        Scan { archive, plan, dir }
+    }
+
+    /// The next events, in the scan's order; `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<ArchivedEvent>>, ArchiveError> {
+        let blocks = &self.archive.footer.blocks;
+        let Some((first, _)) = self.plan.front() else { return Ok(None) };
+        // A run of blocks adjacent in the file, in the scan's direction.
+        let mut run = 1;
+        let mut bytes = blocks[*first].len();
+        while let Some((b, _)) = self.plan.get(run) {
+            let prev = self.plan[run - 1].0;
+            let adjacent = match self.dir {
+                Direction::Forward => *b == prev + 1,
+                Direction::Backward => *b + 1 == prev,
+            };
+            if !adjacent || bytes + blocks[*b].len() > COALESCE {
+                break;
+            }
+            bytes += blocks[*b].len();
+            run += 1;
+        }
+        let steps: Vec<(usize, Want)> = self.plan.drain(..run).collect();
+        let lo = steps.iter().map(|(b, _)| *b).min().unwrap_or(0);
+        let hi = steps.iter().map(|(b, _)| *b).max().unwrap_or(0);
+        let start = blocks[lo].offset;
+        let all = self.archive.fetch(start..blocks[hi].offset + blocks[hi].len()).await?;
+        let mut out = Vec::new();
+        for (b, want) in steps {
+            let blk = &blocks[b];
+            let at = (blk.offset - start) as usize;
+            let events = decode_archive_block(&all[at..at + blk.len() as usize], blk, &self.archive.name)?;
+            let mut kept: Vec<ArchivedEvent> = events.into_iter().enumerate().filter(|(i, _)| want.keeps(blk.first + *i as u64)).map(|(_, e)| e).collect();
+            if self.dir == Direction::Backward {
+                kept.reverse();
+            }
+            out.extend(kept);
+        }
+        Ok(Some(out))
+    }
+
+    /// Every event of the scan.
+    pub async fn collect(mut self) -> Result<Vec<ArchivedEvent>, ArchiveError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            out.extend(chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// Writes an encoded archive to a local file (through a temporary file and
+/// a rename, so a reader never sees half of one).
+pub fn write_file(file: impl AsRef<std::path::Path>, bytes: &[u8]) -> std::io::Result<()> {
+    let file = file.as_ref();
+    let tmp = file.with_extension("arc.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, file)
+}
