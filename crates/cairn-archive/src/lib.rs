@@ -26,11 +26,11 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 pub use cairn_format::archive::{ArchiveFooter, ArchiveOptions, ArchivedEvent, Group, Key, Space};
-use cairn_format::archive::{decode_archive_block, decode_archive_footer, decode_archive_trailer, decode_posting_page, decode_space_page};
+use cairn_format::archive::{TimeTable, decode_archive_block, decode_archive_footer, decode_archive_trailer, decode_posting_page, decode_space_page};
 use cairn_format::segment::TRAILER_LEN;
 
 /// The tail read when an archive is opened: the footer too, if it fits.
-const OPEN_READ: u64 = 256 << 10;
+const OPEN_READ: u64 = 64 << 10;
 /// Consecutive blocks are fetched together up to this many bytes.
 const COALESCE: u64 = 1 << 20;
 
@@ -71,6 +71,7 @@ pub struct Archive {
     name: String,
     size: u64,
     footer: ArchiveFooter,
+    times: TimeTable,
     requests: AtomicU64,
     bytes: AtomicU64,
 }
@@ -85,7 +86,7 @@ impl Archive {
     }
 
     /// Opens the archive at `path` in `store`: a HEAD for its size, then one
-    /// range GET of its tail (two when the footer is larger than 256 KiB).
+    /// range GET of its tail (two when the footer is larger than 64 KiB).
     pub async fn open(store: Arc<dyn ObjectStore>, path: Path) -> Result<Archive, ArchiveError> {
         let size = store.head(&path).await?.size;
         let archive = Archive::open_sized(store, path, size).await?;
@@ -105,6 +106,7 @@ impl Archive {
             name,
             size,
             footer: empty_footer(),
+            times: TimeTable::default(),
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         };
@@ -120,6 +122,7 @@ impl Archive {
             tail = tail.slice((tail_start - start) as usize..);
         }
         archive.footer = decode_archive_footer(&tail, &archive.name)?;
+        archive.times = archive.footer.times(&archive.name)?;
         Ok(archive)
     }
 
@@ -256,6 +259,7 @@ fn empty_footer() -> ArchiveFooter {
         space_filter: cairn_format::bloom::Bloom::with_capacity(0),
         posting_pages: Vec::new(),
         value_filter: cairn_format::bloom::Bloom::with_capacity(0),
+        time_table: Vec::new(),
     }
 }
 
@@ -345,7 +349,7 @@ impl<'a> Scan<'a> {
         for (b, want) in steps {
             let blk = &blocks[b];
             let at = (blk.offset - start) as usize;
-            let events = decode_archive_block(&all[at..at + blk.len() as usize], blk, &self.archive.name)?;
+            let events = decode_archive_block(&all[at..at + blk.len() as usize], blk, &self.archive.times, &self.archive.name)?;
             let mut kept: Vec<ArchivedEvent> = events.into_iter().enumerate().filter(|(i, _)| want.keeps(blk.first + *i as u64)).map(|(_, e)| e).collect();
             if self.dir == Direction::Backward {
                 kept.reverse();

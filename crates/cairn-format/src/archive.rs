@@ -14,14 +14,13 @@
 //! Pages and blocks are framed like segment blocks (codec, lengths, CRC32C).
 //! The byte layout is in docs/FORMAT.md.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
-use crate::block::{frame, unframe, Codec, Event};
+use crate::block::{compress, decompress, frame, unframe, Codec, Event};
 use crate::bloom::{Bloom, BloomHash};
 use crate::codec::{put_bytes, put_varint, put_zigzag, Cursor};
 use crate::segment::{encode_tail, split_tail, Trailer};
@@ -236,6 +235,8 @@ pub struct ArchiveFooter {
     pub posting_pages: Vec<PostingPage>,
     /// Every (key, value) pair indexed, as `key-tag \0 value`.
     pub value_filter: Bloom,
+    /// The [`TimeTable`], encoded.
+    pub time_table: Vec<u8>,
 }
 
 fn value_item(key: &Key, value: &str) -> Vec<u8> {
@@ -250,6 +251,11 @@ fn value_item(key: &Key, value: &str) -> Vec<u8> {
 }
 
 impl ArchiveFooter {
+    /// The archive's time table, which decoding its blocks needs.
+    pub fn times(&self, object: &str) -> Result<TimeTable, Error> {
+        TimeTable::decode(&self.time_table, object)
+    }
+
     /// The block holding `ordinal`.
     pub fn block_of(&self, ordinal: u64) -> Option<usize> {
         let i = self.blocks.partition_point(|b| b.first <= ordinal);
@@ -330,6 +336,10 @@ pub struct EncodedArchive {
     pub index_entries: u64,
 }
 
+/// A posting list being built: (index key's place in the options, value,
+/// space).
+type ListKey<'a> = (usize, &'a str, u64);
+
 /// Collects events in any order and encodes them as one archive.
 pub struct ArchiveBuilder {
     opts: ArchiveOptions,
@@ -363,25 +373,49 @@ impl ArchiveBuilder {
     }
 
     pub fn finish(self) -> Result<EncodedArchive, Error> {
-        let ArchiveBuilder { opts, mut events } = self;
+        let ArchiveBuilder { opts, events } = self;
         if events.len() > u32::MAX as usize {
             return Err(Error::Invalid(format!("{} events are too many for one archive", events.len())));
         }
-        let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-        seqs.sort_unstable();
-        if seqs.windows(2).any(|w| w[0] == w[1]) {
+        let mut by_seq: Vec<(u64, i64)> = events.iter().map(|e| (e.seq, e.event.timestamp)).collect();
+        by_seq.sort_unstable();
+        if by_seq.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(Error::Invalid("two events with one seq".into()));
         }
+        if by_seq.last().is_some_and(|p| p.0 == u64::MAX) {
+            return Err(Error::Invalid("seq u64::MAX has no end".into()));
+        }
+        let times = TimeTable::build(&by_seq);
         let space = &opts.space;
         let grouping = opts.grouping.as_ref();
-        events.sort_by(|a, b| {
-            (space.of(&a.event), grouping.map(|g| g.of(&a.event)), a.event.timestamp, a.seq).cmp(&(
-                space.of(&b.event),
-                grouping.map(|g| g.of(&b.event)),
-                b.event.timestamp,
-                b.seq,
-            ))
+        // Sorted by ranks of the space and grouping values: integers to
+        // compare, not strings.
+        let rank = |key: Option<&Key>| -> Vec<u32> {
+            let Some(key) = key else { return vec![0; events.len()] };
+            let mut ids: HashMap<&str, u32> = HashMap::new();
+            let of: Vec<u32> = events
+                .iter()
+                .map(|e| {
+                    let next = ids.len() as u32;
+                    *ids.entry(key.of(&e.event)).or_insert(next)
+                })
+                .collect();
+            let mut values: Vec<(&str, u32)> = ids.into_iter().collect();
+            values.sort_unstable();
+            let mut rank = vec![0u32; values.len()];
+            for (r, (_, id)) in values.iter().enumerate() {
+                rank[*id as usize] = r as u32;
+            }
+            of.into_iter().map(|id| rank[id as usize]).collect()
+        };
+        let (spaces_rank, groups_rank) = (rank(Some(space)), rank(grouping));
+        let mut order: Vec<u32> = (0..events.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let i = i as usize;
+            (spaces_rank[i], groups_rank[i], events[i].event.timestamp, events[i].seq)
         });
+        let mut slots: Vec<Option<ArchivedEvent>> = events.into_iter().map(Some).collect();
+        let events: Vec<ArchivedEvent> = order.iter().filter_map(|&i| slots[i as usize].take()).collect();
 
         let mut out = Vec::new();
         let mut blocks = Vec::new();
@@ -394,7 +428,7 @@ impl ArchiveBuilder {
                 bytes += events[end].event.data.len();
                 end += 1;
             }
-            let (meta, data) = encode_archive_block(&events[start..end], &opts)?;
+            let (meta, data) = encode_archive_block(&events[start..end], &times, &opts)?;
             blocks.push(ArchiveBlock {
                 offset: out.len() as u64,
                 meta_len: meta.len() as u32,
@@ -410,7 +444,7 @@ impl ArchiveBuilder {
 
         // The space directory, and the postings of each space.
         let mut spaces: Vec<Space> = Vec::new();
-        let mut postings: BTreeMap<(Key, String, u64), Vec<u64>> = BTreeMap::new();
+        let mut lists: HashMap<ListKey, Vec<u64>> = HashMap::new();
         for (ordinal, e) in events.iter().enumerate() {
             let ordinal = ordinal as u64;
             let key = space.of(&e.event);
@@ -428,9 +462,9 @@ impl ArchiveBuilder {
                 }
             }
             let relative = ordinal - s.first;
-            for k in &opts.indexes {
+            for (ki, k) in opts.indexes.iter().enumerate() {
                 for v in k.values(&e.event) {
-                    let list = postings.entry((k.clone(), v.to_string(), space_index)).or_default();
+                    let list = lists.entry((ki, v, space_index)).or_default();
                     if list.last() != Some(&relative) {
                         list.push(relative);
                     }
@@ -463,22 +497,25 @@ impl ArchiveBuilder {
             }
         }
 
-        let values: std::collections::BTreeSet<Vec<u8>> = postings.keys().map(|(k, v, _)| value_item(k, v)).collect();
+        let mut postings: Vec<(ListKey, Vec<u64>)> = lists.into_iter().collect();
+        postings.sort_unstable_by(|((ka, va, sa), _), ((kb, vb, sb), _)| (&opts.indexes[*ka], va, sa).cmp(&(&opts.indexes[*kb], vb, sb)));
+        let values: std::collections::BTreeSet<Vec<u8>> = postings.iter().map(|((k, v, _), _)| value_item(&opts.indexes[*k], v)).collect();
         let value_filter = Bloom::from_items(values.iter().map(Vec::as_slice));
-        let index_entries: u64 = postings.values().map(|l| l.len() as u64).sum();
+        let index_entries: u64 = postings.iter().map(|(_, l)| l.len() as u64).sum();
         let index_start = out.len() as u64;
         let mut posting_pages = Vec::new();
         let mut page: Vec<Posting> = Vec::new();
         let mut page_bytes = 0;
         let total = postings.len();
         for (n, ((key, value, space), list)) in postings.into_iter().enumerate() {
+            let key = &opts.indexes[key];
             for chunk in list.chunks(POSTING_CHUNK) {
                 let mut ordinals = Vec::with_capacity(chunk.len() * 2);
                 for (i, o) in chunk.iter().enumerate() {
                     put_varint(&mut ordinals, if i == 0 { *o } else { o - chunk[i - 1] - 1 });
                 }
                 page_bytes += ordinals.len() + value.len() + 8;
-                page.push(Posting { key: key.clone(), value: value.clone(), space, ordinals });
+                page.push(Posting { key: key.clone(), value: value.to_string(), space, ordinals });
                 if page_bytes >= PAGE_BYTES {
                     flush_postings(&mut page, &mut posting_pages, &mut out, &opts)?;
                     page_bytes = 0;
@@ -492,8 +529,8 @@ impl ArchiveBuilder {
 
         let footer = ArchiveFooter {
             event_count: events.len() as u64,
-            first_seq: seqs.first().copied().unwrap_or(0),
-            end_seq: seqs.last().map_or(0, |s| s + 1),
+            first_seq: by_seq.first().map_or(0, |p| p.0),
+            end_seq: by_seq.last().map_or(0, |p| p.0 + 1),
             min_ts: events.iter().map(|e| e.event.timestamp).min().unwrap_or(0),
             max_ts: events.iter().map(|e| e.event.timestamp).max().unwrap_or(0),
             space: opts.space.clone(),
@@ -505,6 +542,7 @@ impl ArchiveBuilder {
             space_filter,
             posting_pages,
             value_filter,
+            time_table: times.encode(),
         };
         let body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("archive footer: {e}")))?;
         let offset = out.len() as u64;
@@ -525,8 +563,89 @@ fn flush_postings(page: &mut Vec<Posting>, pages: &mut Vec<PostingPage>, out: &m
     Ok(())
 }
 
-/// A block's two frames: metadata columns, then data.
-fn encode_archive_block(events: &[ArchivedEvent], opts: &ArchiveOptions) -> Result<(Vec<u8>, Vec<u8>), Error> {
+/// Sampled (seq, timestamp) points of an archive in seq order: every
+/// [`TIME_STRIDE`]-th event and the last. A block stores an event's
+/// timestamp as its difference from the line through the two points around
+/// its seq: a node stamps events as it commits them, so that difference is
+/// a few ms where the difference from the stream's previous event is the
+/// whole time between its events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimeTable(Vec<(u64, i64)>);
+
+/// Events between two points of a [`TimeTable`].
+pub const TIME_STRIDE: usize = 512;
+
+impl TimeTable {
+    fn build(by_seq: &[(u64, i64)]) -> TimeTable {
+        let mut points: Vec<(u64, i64)> = by_seq.iter().step_by(TIME_STRIDE).copied().collect();
+        if let Some(last) = by_seq.last() {
+            if points.last() != Some(last) {
+                points.push(*last);
+            }
+        }
+        TimeTable(points)
+    }
+
+    /// The timestamp the table expects at `seq`.
+    pub fn predict(&self, seq: u64) -> i64 {
+        let k = self.0.partition_point(|p| p.0 <= seq);
+        let Some(&(s0, t0)) = k.checked_sub(1).and_then(|i| self.0.get(i)) else {
+            return self.0.first().map_or(0, |p| p.1);
+        };
+        let Some(&(s1, t1)) = self.0.get(k) else { return t0 };
+        // s0 <= seq < s1: a point between t0 and t1, so it fits an i64.
+        let between = (i128::from(t1) - i128::from(t0)) * i128::from(seq - s0) / i128::from(s1 - s0);
+        (i128::from(t0) + between) as i64
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.len() * 4);
+        let (mut s, mut t) = (0u64, 0i64);
+        for &(seq, ts) in &self.0 {
+            put_varint(&mut out, seq - s);
+            put_zigzag(&mut out, ts.wrapping_sub(t));
+            (s, t) = (seq, ts);
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8], object: &str) -> Result<TimeTable, Error> {
+        let mut c = Cursor::new(b, "time table");
+        let mut points: Vec<(u64, i64)> = Vec::new();
+        let (mut s, mut t) = (0u64, 0i64);
+        while c.remaining() > 0 {
+            let d = c.varint()?;
+            if d == 0 && !points.is_empty() {
+                return Err(Error::Corrupt(format!("{object}: time table seqs do not rise")));
+            }
+            s = s.checked_add(d).ok_or_else(|| Error::Corrupt(format!("{object}: time table overflows")))?;
+            t = t.wrapping_add(c.zigzag()?);
+            points.push((s, t));
+        }
+        Ok(TimeTable(points))
+    }
+}
+
+/// Appends a column: its decoded length, codec and stored bytes.
+fn put_column(m: &mut Vec<u8>, raw: &[u8], codec: Codec, level: i32) -> Result<(), Error> {
+    let (codec, stored) = compress(raw, codec, level)?;
+    put_varint(m, raw.len() as u64);
+    m.push(codec as u8);
+    put_bytes(m, &stored);
+    Ok(())
+}
+
+fn column<'a>(c: &mut Cursor<'a>, object: &str, what: &str) -> Result<std::borrow::Cow<'a, [u8]>, Error> {
+    let err = |why: String| Error::Corrupt(format!("{object}: archive block {what} column: {why}"));
+    let len = u32::try_from(c.varint()?).map_err(|_| err("too long".into()))?;
+    let codec = c.u8()?;
+    let codec = Codec::from_u8(codec).ok_or_else(|| err(format!("unknown codec {codec}")))?;
+    decompress(codec, c.bytes()?, len, err)
+}
+
+/// A block's two frames: metadata, then data. The metadata frame holds the
+/// block's dictionaries and one column per field, each compressed apart.
+fn encode_archive_block(events: &[ArchivedEvent], times: &TimeTable, opts: &ArchiveOptions) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut streams: Vec<(&str, u64)> = Vec::new();
     let mut stream_at: HashMap<&str, usize> = HashMap::new();
     let mut types: Vec<&str> = Vec::new();
@@ -552,77 +671,114 @@ fn encode_archive_block(events: &[ArchivedEvent], opts: &ArchiveOptions) -> Resu
             }
         }
     }
+    let n = events.len();
     let base_seq = events.first().map_or(0, |e| e.seq);
-    let base_ts = events.first().map_or(0, |e| e.event.timestamp);
-    let mut m = Vec::with_capacity(events.len() * 8);
-    put_varint(&mut m, events.len() as u64);
+    let mut m = Vec::with_capacity(n * 4);
+    put_varint(&mut m, n as u64);
     put_varint(&mut m, base_seq);
-    put_zigzag(&mut m, base_ts);
-    put_varint(&mut m, streams.len() as u64);
+    let (codec, level) = (opts.meta_codec, opts.zstd_level);
+
+    let mut col = Vec::with_capacity(n * 8);
+    put_varint(&mut col, streams.len() as u64);
     for (s, rev) in &streams {
-        put_bytes(&mut m, s.as_bytes());
-        put_varint(&mut m, *rev);
+        put_bytes(&mut col, s.as_bytes());
+        put_varint(&mut col, *rev);
     }
-    put_varint(&mut m, types.len() as u64);
+    put_varint(&mut col, types.len() as u64);
     for t in &types {
-        put_bytes(&mut m, t.as_bytes());
+        put_bytes(&mut col, t.as_bytes());
     }
-    put_varint(&mut m, strings.len() as u64);
+    put_varint(&mut col, strings.len() as u64);
     for s in &strings {
-        put_bytes(&mut m, s.as_bytes());
+        put_bytes(&mut col, s.as_bytes());
     }
-    for e in events {
+    put_column(&mut m, &col, codec, level)?;
+
+    col.clear();
+    col.extend(events.iter().map(|e| {
         let ev = &e.event;
-        let flags = if ev.id.is_some() { FLAG_ID } else { 0 } | if ev.tags.is_empty() { 0 } else { FLAG_TAGS } | if ev.binary { FLAG_BINARY } else { 0 };
-        m.push(flags);
-    }
+        (if ev.id.is_some() { FLAG_ID } else { 0 }) | (if ev.tags.is_empty() { 0 } else { FLAG_TAGS }) | (if ev.binary { FLAG_BINARY } else { 0 })
+    }));
+    put_column(&mut m, &col, codec, level)?;
+
+    col.clear();
     for e in events {
-        put_varint(&mut m, stream_at[&*e.event.stream] as u64);
+        put_varint(&mut col, stream_at[&*e.event.stream] as u64);
     }
+    put_column(&mut m, &col, codec, level)?;
+
+    col.clear();
     let mut next_rev: Vec<u64> = streams.iter().map(|(_, r)| *r).collect();
     for e in events {
         let i = stream_at[&*e.event.stream];
-        put_zigzag(&mut m, e.event.revision.wrapping_sub(next_rev[i]) as i64);
+        put_zigzag(&mut col, e.event.revision.wrapping_sub(next_rev[i]) as i64);
         next_rev[i] = e.event.revision.wrapping_add(1);
     }
+    put_column(&mut m, &col, codec, level)?;
+
+    col.clear();
     for e in events {
-        put_varint(&mut m, type_at[&*e.event.event_type] as u64);
+        put_varint(&mut col, type_at[&*e.event.event_type] as u64);
     }
-    let mut ts = base_ts;
+    put_column(&mut m, &col, codec, level)?;
+
+    col.clear();
     for e in events {
-        put_zigzag(&mut m, e.event.timestamp.wrapping_sub(ts));
-        ts = e.event.timestamp;
+        put_zigzag(&mut col, e.event.timestamp.wrapping_sub(times.predict(e.seq)));
     }
-    let mut seq = base_seq;
+    put_column(&mut m, &col, codec, level)?;
+
+    // Seqs: zigzag differences from one past the previous, as byte planes
+    // (every low byte, then every next byte): the planes compress apart.
+    col.clear();
+    let mut prev = base_seq;
+    let deltas: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            let d = e.seq.wrapping_sub(prev) as i64;
+            prev = e.seq.wrapping_add(1);
+            ((d << 1) ^ (d >> 63)) as u64
+        })
+        .collect();
+    let width = deltas.iter().map(|d| 8 - (d.leading_zeros() / 8) as usize).max().unwrap_or(0);
+    col.push(width as u8);
+    for plane in 0..width {
+        col.extend(deltas.iter().map(|d| (d >> (8 * plane)) as u8));
+    }
+    put_column(&mut m, &col, codec, level)?;
+
+    col.clear();
     for e in events {
-        put_zigzag(&mut m, e.seq.wrapping_sub(seq) as i64);
-        seq = e.seq.wrapping_add(1);
+        put_varint(&mut col, e.event.data.len() as u64);
     }
-    for e in events {
-        put_varint(&mut m, e.event.data.len() as u64);
+    put_column(&mut m, &col, codec, level)?;
+
+    col.clear();
+    for id in events.iter().filter_map(|e| e.event.id.as_ref()) {
+        col.extend_from_slice(id);
     }
-    for e in events {
-        if let Some(id) = &e.event.id {
-            m.extend_from_slice(id);
-        }
-    }
+    put_column(&mut m, &col, codec, level)?;
+
+    col.clear();
     for e in events.iter().filter(|e| !e.event.tags.is_empty()) {
-        put_varint(&mut m, e.event.tags.len() as u64);
+        put_varint(&mut col, e.event.tags.len() as u64);
         for (k, v) in &e.event.tags {
-            put_varint(&mut m, string_at[k.as_str()] as u64);
-            put_varint(&mut m, string_at[v.as_str()] as u64);
+            put_varint(&mut col, string_at[k.as_str()] as u64);
+            put_varint(&mut col, string_at[v.as_str()] as u64);
         }
     }
+    put_column(&mut m, &col, codec, level)?;
+
     let mut d = Vec::with_capacity(events.iter().map(|e| e.event.data.len()).sum());
     for e in events {
         d.extend_from_slice(&e.event.data);
     }
-    Ok((frame(&m, opts.meta_codec, opts.zstd_level)?, frame(&d, opts.data_codec, opts.zstd_level)?))
+    Ok((frame(&m, Codec::None, level)?, frame(&d, opts.data_codec, level)?))
 }
 
 /// Decodes a block (its two frames, as stored one after the other) into its
-/// events, in ordinal order.
-pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, object: &str) -> Result<Vec<ArchivedEvent>, Error> {
+/// events, in ordinal order. `times` is the archive's time table.
+pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, times: &TimeTable, object: &str) -> Result<Vec<ArchivedEvent>, Error> {
     let err = |why: &str| Error::Corrupt(format!("{object}: archive block at {}: {why}", block.offset));
     if bytes.len() as u64 != block.len() {
         return Err(err("length does not match the footer"));
@@ -631,13 +787,23 @@ pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, object: &str) ->
     let meta = unframe(meta, object, "archive block metadata")?;
     let data = unframe(data, object, "archive block data")?;
     let data = Bytes::from(data.into_owned());
-    let mut c = Cursor::new(&meta, "archive block");
-    let count = c.count(1)?;
-    if count != block.count as usize {
+    let mut m = Cursor::new(&meta, "archive block");
+    let count = m.varint()?;
+    if count != u64::from(block.count) {
         return Err(err("event count does not match the footer"));
     }
-    let base_seq = c.varint()?;
-    let base_ts = c.zigzag()?;
+    let count = count as usize;
+    let base_seq = m.varint()?;
+    let index = |c: &mut Cursor, len: usize| -> Result<usize, Error> {
+        let i = c.varint()?;
+        if i >= len as u64 {
+            return Err(err("dictionary index out of range"));
+        }
+        Ok(i as usize)
+    };
+
+    let dicts = column(&mut m, object, "dictionary")?;
+    let mut c = Cursor::new(&dicts, "archive block dictionaries");
     let n = c.count(2)?;
     let mut streams: Vec<(Arc<str>, u64)> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -654,21 +820,22 @@ pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, object: &str) ->
     for _ in 0..n {
         strings.push(c.str()?);
     }
-    let flags = c.take(count)?.to_vec();
-    if flags.iter().any(|f| f & !(FLAG_ID | FLAG_TAGS | FLAG_BINARY) != 0) {
-        return Err(err("unknown event flags"));
+    if c.remaining() != 0 {
+        return Err(err("trailing bytes in the dictionaries"));
     }
-    let index = |c: &mut Cursor, len: usize| -> Result<usize, Error> {
-        let i = c.varint()?;
-        if i >= len as u64 {
-            return Err(err("dictionary index out of range"));
-        }
-        Ok(i as usize)
-    };
+
+    let flags = column(&mut m, object, "flag")?;
+    if flags.len() != count || flags.iter().any(|f| f & !(FLAG_ID | FLAG_TAGS | FLAG_BINARY) != 0) {
+        return Err(err("bad flag column"));
+    }
+    let col = column(&mut m, object, "stream")?;
+    let mut c = Cursor::new(&col, "stream column");
     let mut stream_of = Vec::with_capacity(count);
     for _ in 0..count {
         stream_of.push(index(&mut c, streams.len())?);
     }
+    let col = column(&mut m, object, "revision")?;
+    let mut c = Cursor::new(&col, "revision column");
     let mut next_rev: Vec<u64> = streams.iter().map(|(_, r)| *r).collect();
     let mut revisions = Vec::with_capacity(count);
     for s in &stream_of {
@@ -676,23 +843,34 @@ pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, object: &str) ->
         next_rev[*s] = r.wrapping_add(1);
         revisions.push(r);
     }
+    let col = column(&mut m, object, "type")?;
+    let mut c = Cursor::new(&col, "type column");
     let mut type_of = Vec::with_capacity(count);
     for _ in 0..count {
         type_of.push(index(&mut c, types.len())?);
     }
-    let mut stamps = Vec::with_capacity(count);
-    let mut ts = base_ts;
-    for _ in 0..count {
-        ts = ts.checked_add(c.zigzag()?).ok_or_else(|| err("timestamp overflows"))?;
-        stamps.push(ts);
+    let stamps = column(&mut m, object, "timestamp")?;
+    let seq_col = column(&mut m, object, "seq")?;
+    let width = *seq_col.first().ok_or_else(|| err("empty seq column"))? as usize;
+    if width > 8 || seq_col.len() != 1 + width * count {
+        return Err(err("bad seq column"));
     }
     let mut seqs = Vec::with_capacity(count);
-    let mut seq = base_seq;
-    for _ in 0..count {
-        let s = seq.wrapping_add(c.zigzag()? as u64);
+    let mut prev = base_seq;
+    for i in 0..count {
+        let z = (0..width).fold(0u64, |v, p| v | u64::from(seq_col[1 + p * count + i]) << (8 * p));
+        let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let s = prev.wrapping_add(d as u64);
         seqs.push(s);
-        seq = s.wrapping_add(1);
+        prev = s.wrapping_add(1);
     }
+    let mut c = Cursor::new(&stamps, "timestamp column");
+    let mut times_of = Vec::with_capacity(count);
+    for s in &seqs {
+        times_of.push(times.predict(*s).wrapping_add(c.zigzag()?));
+    }
+    let col = column(&mut m, object, "length")?;
+    let mut c = Cursor::new(&col, "length column");
     let mut lens = Vec::with_capacity(count);
     let mut total: u64 = 0;
     for _ in 0..count {
@@ -703,30 +881,43 @@ pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, object: &str) ->
     if total != data.len() as u64 {
         return Err(err("data lengths do not add up to the data frame"));
     }
-    let mut ids = Vec::with_capacity(count);
-    for f in &flags {
-        ids.push(if f & FLAG_ID != 0 { Some(c.array::<16>()?) } else { None });
+    let ids_col = column(&mut m, object, "id")?;
+    if ids_col.len() != 16 * flags.iter().filter(|f| *f & FLAG_ID != 0).count() {
+        return Err(err("bad id column"));
+    }
+    let tags_col = column(&mut m, object, "tag")?;
+    let mut tc = Cursor::new(&tags_col, "tag column");
+    if m.remaining() != 0 {
+        return Err(err("trailing bytes"));
     }
     let mut out = Vec::with_capacity(count);
-    let mut at = 0;
+    let (mut at, mut id_at) = (0, 0);
     for i in 0..count {
         let mut tags = Vec::new();
         if flags[i] & FLAG_TAGS != 0 {
-            let n = c.count(2)?;
+            let n = tc.count(2)?;
             for _ in 0..n {
-                let k = index(&mut c, strings.len())?;
-                let v = index(&mut c, strings.len())?;
+                let k = index(&mut tc, strings.len())?;
+                let v = index(&mut tc, strings.len())?;
                 tags.push((strings[k].to_string(), strings[v].to_string()));
             }
         }
+        let id = if flags[i] & FLAG_ID != 0 {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&ids_col[id_at..id_at + 16]);
+            id_at += 16;
+            Some(a)
+        } else {
+            None
+        };
         out.push(ArchivedEvent {
             seq: seqs[i],
             event: Event {
                 stream: streams[stream_of[i]].0.clone(),
                 revision: revisions[i],
                 event_type: types[type_of[i]].clone(),
-                timestamp: stamps[i],
-                id: ids[i],
+                timestamp: times_of[i],
+                id,
                 tags,
                 binary: flags[i] & FLAG_BINARY != 0,
                 data: data.slice(at..at + lens[i]),
@@ -734,8 +925,8 @@ pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, object: &str) ->
         });
         at += lens[i];
     }
-    if c.remaining() != 0 {
-        return Err(err("trailing bytes"));
+    if tc.remaining() != 0 {
+        return Err(err("trailing bytes in the tag column"));
     }
     Ok(out)
 }
@@ -750,6 +941,7 @@ pub fn decode_archive_footer(tail: &[u8], object: &str) -> Result<ArchiveFooter,
     let (t, body) = split_tail(tail, ARCHIVE_MAGIC, ARCHIVE_VERSION, None, object)?;
     let footer: ArchiveFooter = postcard::from_bytes(body).map_err(|e| Error::Corrupt(format!("{object}: archive footer: {e}")))?;
     footer.validate(t.footer_offset, object)?;
+    footer.times(object)?;
     if footer.event_count != u64::from(t.event_count) {
         return Err(Error::Corrupt(format!("{object}: archive footer disagrees with its trailer")));
     }

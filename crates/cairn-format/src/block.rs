@@ -25,7 +25,7 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn from_u8(v: u8) -> Option<Codec> {
+    pub(crate) fn from_u8(v: u8) -> Option<Codec> {
         match v {
             0 => Some(Codec::None),
             1 => Some(Codec::Lz4),
@@ -191,23 +191,79 @@ pub(crate) fn frame(raw: &[u8], codec: Codec, zstd_level: i32) -> Result<Vec<u8>
     if raw.len() > MAX_BLOCK_DECODED as usize {
         return Err(Error::Invalid(format!("a frame of {} bytes exceeds {MAX_BLOCK_DECODED}", raw.len())));
     }
-    let compressed = match codec {
-        Codec::None => None,
-        Codec::Lz4 => Some(lz4_flex::block::compress(raw)),
-        Codec::Zstd => Some(zstd::bulk::compress(raw, zstd_level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?),
-    };
-    let (codec, stored) = match &compressed {
-        Some(c) if c.len() < raw.len() => (codec, c.as_slice()),
-        _ => (Codec::None, raw),
-    };
+    let (codec, stored) = compress(raw, codec, zstd_level)?;
     let mut out = Vec::with_capacity(BLOCK_HEADER_LEN + stored.len());
     out.push(codec as u8);
     out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), stored);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), &stored);
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(stored);
+    out.extend_from_slice(&stored);
     Ok(out)
+}
+
+/// `raw` compressed with `codec`, or `raw` itself (codec none) when that
+/// does not make it smaller.
+pub(crate) fn compress(raw: &[u8], codec: Codec, zstd_level: i32) -> Result<(Codec, std::borrow::Cow<'_, [u8]>), Error> {
+    let compressed = match codec {
+        Codec::None => None,
+        Codec::Lz4 => Some(lz4_flex::block::compress(raw)),
+        Codec::Zstd => Some(zstd_compress(raw, zstd_level).map_err(|e| Error::Invalid(format!("zstd: {e}")))?),
+    };
+    Ok(match compressed {
+        Some(c) if c.len() < raw.len() => (codec, c.into()),
+        _ => (Codec::None, raw.into()),
+    })
+}
+
+/// Decompresses `stored` to exactly `decoded_len` bytes (at most
+/// [`MAX_BLOCK_DECODED`]); `err` names what is corrupt.
+pub(crate) fn decompress<'a>(codec: Codec, stored: &'a [u8], decoded_len: u32, err: impl Fn(String) -> Error) -> Result<std::borrow::Cow<'a, [u8]>, Error> {
+    if decoded_len > MAX_BLOCK_DECODED {
+        return Err(err(format!("decoded length {decoded_len} too large")));
+    }
+    let raw: std::borrow::Cow<[u8]> = match codec {
+        Codec::None => stored.into(),
+        Codec::Lz4 => lz4_flex::block::decompress(stored, decoded_len as usize).map_err(|e| err(format!("lz4: {e}")))?.into(),
+        Codec::Zstd => zstd_decompress(stored, decoded_len as usize).map_err(|e| err(format!("zstd: {e}")))?.into(),
+    };
+    if raw.len() != decoded_len as usize {
+        return Err(err("decoded length mismatch".into()));
+    }
+    Ok(raw)
+}
+
+thread_local! {
+    /// One zstd context per thread and level, not one per frame: making a
+    /// context costs more than compressing a small column.
+    static ZSTD_C: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static ZSTD_D: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    ZSTD_C.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match c.as_mut() {
+            Some((_, z)) => z.compress(raw),
+            None => zstd::bulk::compress(raw, level),
+        }
+    })
+}
+
+fn zstd_decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    ZSTD_D.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(z) => z.decompress(stored, capacity),
+            None => zstd::bulk::decompress(stored, capacity),
+        }
+    })
 }
 
 /// Checks a frame (lengths, CRC32C, codec) and returns its decoded payload.
@@ -227,18 +283,7 @@ pub(crate) fn unframe<'a>(frame: &'a [u8], object: &str, what: &str) -> Result<s
     if crc32c::crc32c_append(crc32c::crc32c(&frame[..9]), stored) != crc {
         return Err(err("checksum mismatch".into()));
     }
-    if decoded_len > MAX_BLOCK_DECODED {
-        return Err(err(format!("decoded length {decoded_len} too large")));
-    }
-    let raw: std::borrow::Cow<[u8]> = match codec {
-        Codec::None => stored.into(),
-        Codec::Lz4 => lz4_flex::block::decompress(stored, decoded_len as usize).map_err(|e| err(format!("lz4: {e}")))?.into(),
-        Codec::Zstd => zstd::bulk::decompress(stored, decoded_len as usize).map_err(|e| err(format!("zstd: {e}")))?.into(),
-    };
-    if raw.len() != decoded_len as usize {
-        return Err(err("decoded length mismatch".into()));
-    }
-    Ok(raw)
+    decompress(codec, stored, decoded_len, err)
 }
 
 /// Decodes a block's payload, all of it checked, handing each event and

@@ -85,9 +85,10 @@ fn read(bytes: &[u8]) -> Result<Read, cairn_format::Error> {
     let tail = bytes.get(t.footer_offset as usize..).ok_or_else(|| cairn_format::Error::Corrupt("offset".into()))?;
     let footer = decode_archive_footer(tail, "arc")?;
     let slice = |o: u64, l: u64| &bytes[o as usize..(o + l) as usize];
+    let times = footer.times("arc")?;
     let mut events = Vec::new();
     for b in &footer.blocks {
-        events.extend(decode_archive_block(slice(b.offset, b.len()), b, "arc")?);
+        events.extend(decode_archive_block(slice(b.offset, b.len()), b, &times, "arc")?);
     }
     let mut spaces = Vec::new();
     for p in &footer.space_pages {
@@ -225,9 +226,11 @@ proptest! {
         let _ = decode_archive_footer(&junk, "junk");
         let _ = decode_space_page(&junk, "junk");
         let _ = decode_posting_page(&junk, "junk");
+        let times = enc.footer.times("arc").unwrap();
         for blk in &enc.footer.blocks {
-            let _ = decode_archive_block(&junk, blk, "junk");
+            let _ = decode_archive_block(&junk, blk, &times, "junk");
         }
+        let _ = cairn_format::archive::TimeTable::decode(&junk, "junk");
     }
 }
 
@@ -238,9 +241,27 @@ fn builder_refuses_what_it_cannot_encode() {
     b.add(e(1));
     b.add(e(1));
     assert!(b.finish().is_err(), "two events with one seq");
+    let mut b = ArchiveBuilder::new(ArchiveOptions::default()).unwrap();
+    b.add(e(u64::MAX));
+    assert!(b.finish().is_err(), "no seq past the last");
     assert!(ArchiveBuilder::new(ArchiveOptions { block_events: 0, ..ArchiveOptions::default() }).is_err());
     assert!(ArchiveBuilder::new(ArchiveOptions { indexes: vec![Key::Type, Key::Type], ..ArchiveOptions::default() }).is_err());
     let empty = ArchiveBuilder::new(ArchiveOptions::default()).unwrap().finish().unwrap();
     let r = read(&empty.bytes).unwrap();
     assert_eq!((r.events.len(), r.spaces.len(), r.footer.blocks.len()), (0, 0, 0));
+}
+
+#[test]
+fn extreme_seqs_and_timestamps_round_trip() {
+    let e = |seq, ts, s: &str| ArchivedEvent { seq, event: Event { stream: s.into(), revision: u64::MAX - seq % 7, event_type: "T".into(), timestamp: ts, id: Some([7; 16]), tags: vec![], binary: true, data: Bytes::from_static(b"\x00\xff") } };
+    let events = vec![e(0, i64::MAX, "a"), e(u64::MAX - 1, i64::MIN, "a"), e(5, 0, "b"), e(u64::MAX / 2, i64::MIN + 1, "a"), e(6, i64::MAX - 1, "b")];
+    let mut b = ArchiveBuilder::new(ArchiveOptions { block_events: 2, ..ArchiveOptions::default() }).unwrap();
+    for x in &events {
+        b.add(x.clone());
+    }
+    let r = read(&b.finish().unwrap().bytes).unwrap();
+    let mut want = events.clone();
+    want.sort_by_key(|x| (x.event.stream.clone(), x.event.timestamp, x.seq));
+    assert_eq!(r.events, want);
+    assert_eq!((r.footer.first_seq, r.footer.end_seq), (0, u64::MAX));
 }
