@@ -108,6 +108,15 @@ async fn main() {
         per_event + per_entry,
         20.0 / (per_event + per_entry)
     );
+    let framing = unindexed.bytes.len() as u64 - data - unindexed.columns.0.iter().sum::<u64>();
+    let parts: Vec<String> = cairn_format::archive::COLUMNS
+        .iter()
+        .zip(unindexed.columns.0)
+        .filter(|(_, b)| *b > 0)
+        .map(|(c, b)| format!("{c} {:.2}", b as f64 / n as f64))
+        .chain(std::iter::once(format!("frames, directory, footer {:.2}", framing as f64 / n as f64)))
+        .collect();
+    println!("  where it goes, B an event: {}", parts.join(", "));
     let with_ids = workload(n, true);
     let ided = build(&with_ids, ArchiveOptions { indexes: vec![], ..raw.clone() }).0;
     println!("  with a random 16-byte id on every event: {:.2} B an event", (ided.bytes.len() as f64 - data as f64) / n as f64);

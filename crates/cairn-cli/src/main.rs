@@ -2,6 +2,7 @@
 //! subcommands talk to one (`--url`, `CAIRN_URL`) or read storage directly
 //! (`inspect`).
 
+mod archive;
 mod bench;
 mod inspect;
 mod remote;
@@ -25,8 +26,9 @@ Examples:
   cairn read shop --follow                         tail the whole store live
   cairn export shop --out shop.ndjson && cairn import copy shop.ndjson --create
   cairn inspect ./data/shop/<incarnation>/seg/<id>.seg --verify
+  cairn archive build shop --out shop.arc && cairn archive read shop.arc --space order-1
 
-Commands other than serve and inspect talk to the node at --url (CAIRN_URL,
+Commands other than serve, inspect and archive read talk to the node at --url (CAIRN_URL,
 default http://127.0.0.1:7070), with the token in CAIRN_TOKEN if it asks for one.
 Exit codes: 0 done, 1 failed, 2 usage error.";
 
@@ -49,6 +51,8 @@ enum Command {
     /// Show the layout of a segment, index object or manifest, with no node
     /// running; --verify checks every checksum.
     Inspect(inspect::InspectCmd),
+    /// Build an archive file from a store, or read one with no node running.
+    Archive(archive::ArchiveCmd),
     /// Load a node: appends or reads, printing throughput and latency.
     Bench(bench::BenchCmd),
     /// Exit 0 if the node is alive (or, with --ready, reaches its storage):
@@ -78,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Export(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Inspect(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Archive(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Bench(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Health(c) => runtime().and_then(|rt| rt.block_on(c.run())),
     };

@@ -185,6 +185,81 @@ fn export_then_import_copies_a_store_once() {
     fails(&with_stdin(&s, &["import", "dst"], "not json\n"), "line 1");
 }
 
+/// The esdb seed's example through the command line: a store of customers'
+/// activity, archived to a file, then read with no node running.
+#[test]
+fn archive_build_read_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spawn(dir.path());
+    ok(&run(&s, &["stores", "create", "activity"]));
+    let seed: [(&str, i64, &str, &str); 14] = [
+        ("1", 1403534919, "page", r#"{"url":"http://mysite.com/"}"#),
+        ("1", 1403534920, "click", r#"{"button_text":"Checkout"}"#),
+        ("1", 1403534921, "page", r#"{"url":"http://mysite.com/checkout"}"#),
+        ("1", 1403534923, "purchase", r#"{"total":"42.99"}"#),
+        ("1", 1403534923, "page", r#"{"url":"http://mysite.com/thankyou"}"#),
+        ("2", 1403534919, "page", r#"{"url":"http://mysite.com/"}"#),
+        ("2", 1403534920, "click", r#"{"button_text":"About"}"#),
+        ("2", 1403534921, "page", r#"{"url":"http://mysite.com/about"}"#),
+        ("3", 1403534919, "page", r#"{"url":"http://mysite.com/"}"#),
+        ("3", 1403534920, "click", r#"{"button_text":"About"}"#),
+        ("3", 1403534921, "page", r#"{"url":"http://mysite.com/about"}"#),
+        ("3", 1403534922, "click", r#"{"button_text":"Checkout"}"#),
+        ("3", 1403534923, "purchase", r#"{"total":"126.99"}"#),
+        ("3", 1403534923, "page", r#"{"url":"http://mysite.com/thankyou"}"#),
+    ];
+    let nd: String = seed
+        .iter()
+        .map(|(c, ts, ty, d)| format!("{{\"stream\":\"customer-{c}\",\"type\":\"{ty}\",\"timestamp\":{},\"tags\":{{\"customer\":\"{c}\"}},\"data\":{d}}}\n", ts * 1000))
+        .collect();
+    ok(&with_stdin(&s, &["append", "activity"], &nd));
+    let file = dir.path().join("activity.arc");
+    let f = file.to_str().unwrap();
+    let b = run(&s, &["archive", "build", "activity", "--out", f, "--index", "type", "--index", "tag:customer"]);
+    ok(&b);
+    assert!(String::from_utf8_lossy(&b.stderr).contains("archived 14 events"), "{}", String::from_utf8_lossy(&b.stderr));
+    let by_space = dir.path().join("by-customer.arc");
+    ok(&run(&s, &["archive", "build", "activity", "--out", by_space.to_str().unwrap(), "--space", "tag:customer", "--grouping", "type", "--from", "5"]));
+    // The node is gone: everything below reads the files alone.
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+
+    let data = |out: &str| lines(out).iter().map(|e| e["data"].to_string()).collect::<Vec<_>>();
+    let one = lines(&ok(&run(&s, &["archive", "read", f, "--space", "customer-1", "--backwards"])));
+    assert_eq!(one.len(), 5);
+    assert_eq!((one[0]["seq"].as_u64(), one[0]["revision"].as_u64(), one[0]["type"].as_str()), (Some(4), Some(4), Some("page")));
+    assert_eq!(one[0]["tags"], json!({"customer": "1"}));
+    assert_eq!(one[4]["timestamp"], 1403534919000i64);
+    assert_eq!(data(&ok(&run(&s, &["archive", "read", f, "--space", "customer-1", "--index", "type=purchase"]))), [r#"{"total":"42.99"}"#]);
+    assert_eq!(
+        data(&ok(&run(&s, &["archive", "read", f, "--space", "customer-3", "--index", "type=click", "--backwards"]))),
+        [r#"{"button_text":"Checkout"}"#, r#"{"button_text":"About"}"#]
+    );
+    assert_eq!(data(&ok(&run(&s, &["archive", "read", f, "--index", "type=purchase"]))), [r#"{"total":"42.99"}"#, r#"{"total":"126.99"}"#]);
+    assert_eq!(lines(&ok(&run(&s, &["archive", "read", f, "--index", "tag:customer=2"]))).len(), 3);
+    assert_eq!(lines(&ok(&run(&s, &["archive", "read", f, "--limit", "3"]))).len(), 3);
+    assert_eq!(lines(&ok(&run(&s, &["archive", "read", f]))).len(), 14);
+    // Spaces by the customer tag, grouped by type, from seq 5 on.
+    let clicks = lines(&ok(&run(&s, &["archive", "read", by_space.to_str().unwrap(), "--space", "3", "--group", "click"])));
+    assert_eq!(clicks.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [9, 11]);
+    assert!(lines(&ok(&run(&s, &["archive", "read", by_space.to_str().unwrap(), "--space", "1"]))).is_empty(), "customer 1 is before seq 5");
+
+    let info = ok(&run(&s, &["inspect", f, "--verify"]));
+    assert!(info.contains("archive ") && info.contains("events          14") && info.contains("spaces          3 by stream"), "{info}");
+    assert!(info.contains("indexes         type, tag:customer") && info.contains("verified:"), "{info}");
+
+    // Clear errors, and exit 2 for usage.
+    fails(&run(&s, &["archive", "read", f, "--index", "tag:region=eu"]), "no index on tag:region");
+    fails(&run(&s, &["archive", "read", f, "--index", "purchase"]), "KEY=VALUE");
+    fails(&run(&s, &["archive", "read", f, "--space", "customer-1", "--group", "page"]), "no grouping");
+    fails(&run(&s, &["archive", "read", dir.path().join("nope.arc").to_str().unwrap()]), "nope.arc");
+    assert_eq!(run(&s, &["archive", "build", "activity", "--out", f, "--space", "colour"]).status.code(), Some(2));
+    let mut cut = std::fs::read(&file).unwrap();
+    cut.truncate(cut.len() - 3);
+    std::fs::write(&file, &cut).unwrap();
+    fails(&run(&s, &["archive", "read", f]), "corrupt");
+}
+
 /// Every file under `dir` whose name ends with `ext`.
 fn files(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

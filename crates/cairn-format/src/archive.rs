@@ -334,6 +334,8 @@ pub struct EncodedArchive {
     pub index_bytes: u64,
     /// How many (event, key, value) entries the indexes hold.
     pub index_entries: u64,
+    /// The bytes of each metadata column.
+    pub columns: ColumnBytes,
 }
 
 /// A posting list being built: (index key's place in the options, value,
@@ -420,6 +422,7 @@ impl ArchiveBuilder {
         let mut out = Vec::new();
         let mut blocks = Vec::new();
         let mut data_bytes = 0u64;
+        let mut columns = ColumnBytes::default();
         let mut start = 0;
         while start < events.len() {
             let mut end = start;
@@ -428,7 +431,7 @@ impl ArchiveBuilder {
                 bytes += events[end].event.data.len();
                 end += 1;
             }
-            let (meta, data) = encode_archive_block(&events[start..end], &times, &opts)?;
+            let (meta, data) = encode_archive_block(&events[start..end], &times, &opts, &mut columns)?;
             blocks.push(ArchiveBlock {
                 offset: out.len() as u64,
                 meta_len: meta.len() as u32,
@@ -547,7 +550,7 @@ impl ArchiveBuilder {
         let body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("archive footer: {e}")))?;
         let offset = out.len() as u64;
         out.extend_from_slice(&encode_tail(body, ARCHIVE_MAGIC, ARCHIVE_VERSION, events.len() as u32, offset)?);
-        Ok(EncodedArchive { bytes: out, footer, data_bytes, index_bytes, index_entries })
+        Ok(EncodedArchive { bytes: out, footer, data_bytes, index_bytes, index_entries, columns })
     }
 }
 
@@ -627,13 +630,24 @@ impl TimeTable {
 }
 
 /// Appends a column: its decoded length, codec and stored bytes.
-fn put_column(m: &mut Vec<u8>, raw: &[u8], codec: Codec, level: i32) -> Result<(), Error> {
+/// Appends column `which` and counts its stored bytes in `sizes`.
+fn put_column(m: &mut Vec<u8>, sizes: &mut ColumnBytes, which: usize, raw: &[u8], codec: Codec, level: i32) -> Result<(), Error> {
     let (codec, stored) = compress(raw, codec, level)?;
+    let before = m.len();
     put_varint(m, raw.len() as u64);
     m.push(codec as u8);
     put_bytes(m, &stored);
+    sizes.0[which] += (m.len() - before) as u64;
     Ok(())
 }
+
+/// The metadata columns of a block, in order. Persisted: never reorder.
+pub const COLUMNS: [&str; 10] = ["dictionaries", "flags", "stream", "revision", "type", "timestamp", "seq", "length", "id", "tags"];
+
+/// Bytes stored per metadata column over all blocks, as [`COLUMNS`] names
+/// them (their headers included).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ColumnBytes(pub [u64; 10]);
 
 fn column<'a>(c: &mut Cursor<'a>, object: &str, what: &str) -> Result<std::borrow::Cow<'a, [u8]>, Error> {
     let err = |why: String| Error::Corrupt(format!("{object}: archive block {what} column: {why}"));
@@ -645,7 +659,7 @@ fn column<'a>(c: &mut Cursor<'a>, object: &str, what: &str) -> Result<std::borro
 
 /// A block's two frames: metadata, then data. The metadata frame holds the
 /// block's dictionaries and one column per field, each compressed apart.
-fn encode_archive_block(events: &[ArchivedEvent], times: &TimeTable, opts: &ArchiveOptions) -> Result<(Vec<u8>, Vec<u8>), Error> {
+fn encode_archive_block(events: &[ArchivedEvent], times: &TimeTable, opts: &ArchiveOptions, sizes: &mut ColumnBytes) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut streams: Vec<(&str, u64)> = Vec::new();
     let mut stream_at: HashMap<&str, usize> = HashMap::new();
     let mut types: Vec<&str> = Vec::new();
@@ -692,20 +706,20 @@ fn encode_archive_block(events: &[ArchivedEvent], times: &TimeTable, opts: &Arch
     for s in &strings {
         put_bytes(&mut col, s.as_bytes());
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 0, &col, codec, level)?;
 
     col.clear();
     col.extend(events.iter().map(|e| {
         let ev = &e.event;
         (if ev.id.is_some() { FLAG_ID } else { 0 }) | (if ev.tags.is_empty() { 0 } else { FLAG_TAGS }) | (if ev.binary { FLAG_BINARY } else { 0 })
     }));
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 1, &col, codec, level)?;
 
     col.clear();
     for e in events {
         put_varint(&mut col, stream_at[&*e.event.stream] as u64);
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 2, &col, codec, level)?;
 
     col.clear();
     let mut next_rev: Vec<u64> = streams.iter().map(|(_, r)| *r).collect();
@@ -714,19 +728,19 @@ fn encode_archive_block(events: &[ArchivedEvent], times: &TimeTable, opts: &Arch
         put_zigzag(&mut col, e.event.revision.wrapping_sub(next_rev[i]) as i64);
         next_rev[i] = e.event.revision.wrapping_add(1);
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 3, &col, codec, level)?;
 
     col.clear();
     for e in events {
         put_varint(&mut col, type_at[&*e.event.event_type] as u64);
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 4, &col, codec, level)?;
 
     col.clear();
     for e in events {
         put_zigzag(&mut col, e.event.timestamp.wrapping_sub(times.predict(e.seq)));
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 5, &col, codec, level)?;
 
     // Seqs: zigzag differences from one past the previous, as byte planes
     // (every low byte, then every next byte): the planes compress apart.
@@ -745,19 +759,19 @@ fn encode_archive_block(events: &[ArchivedEvent], times: &TimeTable, opts: &Arch
     for plane in 0..width {
         col.extend(deltas.iter().map(|d| (d >> (8 * plane)) as u8));
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 6, &col, codec, level)?;
 
     col.clear();
     for e in events {
         put_varint(&mut col, e.event.data.len() as u64);
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 7, &col, codec, level)?;
 
     col.clear();
     for id in events.iter().filter_map(|e| e.event.id.as_ref()) {
         col.extend_from_slice(id);
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 8, &col, codec, level)?;
 
     col.clear();
     for e in events.iter().filter(|e| !e.event.tags.is_empty()) {
@@ -767,7 +781,7 @@ fn encode_archive_block(events: &[ArchivedEvent], times: &TimeTable, opts: &Arch
             put_varint(&mut col, string_at[v.as_str()] as u64);
         }
     }
-    put_column(&mut m, &col, codec, level)?;
+    put_column(&mut m, sizes, 9, &col, codec, level)?;
 
     let mut d = Vec::with_capacity(events.iter().map(|e| e.event.data.len()).sum());
     for e in events {
