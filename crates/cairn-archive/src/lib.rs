@@ -186,60 +186,52 @@ impl Archive {
     /// The events of a space that have `value` for the indexed `key`, in
     /// the space's order: the seed's `ScanIndex` and `RevScanIndex`.
     pub async fn scan_index(&self, space: &SpaceRef, key: &Key, value: &str, dir: Direction) -> Result<Scan<'_>, ArchiveError> {
-        let ordinals = self.postings(key, value, Some(space.index)).await?;
-        Ok(Scan::of_ordinals(self, ordinals.into_iter().map(|o| space.space.first + o).collect(), dir))
+        self.scan_postings(key, value, Some(space.index), dir).await
     }
 
     /// The events of every space that have `value` for the indexed `key`,
     /// in the archive's order.
     pub async fn scan_value(&self, key: &Key, value: &str, dir: Direction) -> Result<Scan<'_>, ArchiveError> {
-        let pages = self.footer.posting_pages_for(key, value, None);
-        let mut found: Vec<(u64, Vec<u64>)> = Vec::new();
-        for p in &self.footer.posting_pages[pages] {
-            for x in decode_posting_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)? {
-                if &x.key == key && x.value == value {
-                    found.push((x.space, x.decode(&self.name)?));
-                }
-            }
-        }
-        if found.is_empty() {
-            return Ok(Scan::of_ordinals(self, Vec::new(), dir));
-        }
-        // Ordinals are relative to their space: find where each space starts.
-        let mut ordinals = Vec::new();
-        let mut pages_read: Vec<(usize, Vec<Space>)> = Vec::new();
-        for (space, rel) in found {
-            let i = self.footer.space_pages.partition_point(|p| p.first_index <= space).checked_sub(1).ok_or_else(|| self.corrupt("a posting names no space"))?;
-            if pages_read.last().is_none_or(|(j, _)| *j != i) {
-                let p = &self.footer.space_pages[i];
-                pages_read.push((i, decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)?));
-            }
-            let (_, page) = pages_read.last().ok_or_else(|| self.corrupt("no space page"))?;
-            let s = page.get((space - self.footer.space_pages[i].first_index) as usize).ok_or_else(|| self.corrupt("a posting names no space"))?;
-            ordinals.extend(rel.into_iter().map(|o| s.first + o));
-        }
-        ordinals.sort_unstable();
-        Ok(Scan::of_ordinals(self, ordinals, dir))
+        self.scan_postings(key, value, None, dir).await
     }
 
     fn corrupt(&self, why: &str) -> ArchiveError {
         cairn_format::Error::Corrupt(format!("{}: {why}", self.name)).into()
     }
 
-    /// The ordinals (relative to the space) of `value` of `key` in one space.
-    async fn postings(&self, key: &Key, value: &str, space: Option<u64>) -> Result<Vec<u64>, ArchiveError> {
+    /// The events of `value` of `key`, of one space or of all. An inlined
+    /// value is read from its postings alone; any other from its blocks.
+    async fn scan_postings(&self, key: &Key, value: &str, space: Option<u64>, dir: Direction) -> Result<Scan<'_>, ArchiveError> {
         if !self.footer.indexes.contains(key) {
             return Err(ArchiveError::Invalid(format!("the archive has no index on {key:?} (it indexes {:?})", self.footer.indexes)));
         }
-        let mut out = Vec::new();
+        let mut entries = Vec::new();
         for p in &self.footer.posting_pages[self.footer.posting_pages_for(key, value, space)] {
-            for x in decode_posting_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)? {
-                if &x.key == key && x.value == value && space.is_none_or(|s| s == x.space) {
-                    out.extend(x.decode(&self.name)?);
-                }
+            let page = decode_posting_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)?;
+            entries.extend(page.into_iter().filter(|x| &x.key == key && x.value == value && space.is_none_or(|s| s == x.space)));
+        }
+        let mut ordinals = Vec::new();
+        let mut inlined = Vec::new();
+        let all_inline = entries.iter().all(|x| x.inline.is_some());
+        for x in &entries {
+            let mine: Vec<u64> = x.decode(&self.name)?.into_iter().map(|o| x.first.checked_add(o).ok_or_else(|| self.corrupt("a posting overflows"))).collect::<Result<_, _>>()?;
+            if all_inline {
+                let events = x.inlined(&self.times, &self.name)?.unwrap_or_default();
+                inlined.extend(mine.into_iter().zip(events));
+            } else {
+                ordinals.extend(mine);
             }
         }
-        Ok(out)
+        if all_inline {
+            inlined.sort_unstable_by_key(|(o, _)| *o);
+            let mut events: Vec<ArchivedEvent> = inlined.into_iter().map(|(_, e)| e).collect();
+            if dir == Direction::Backward {
+                events.reverse();
+            }
+            return Ok(Scan { archive: self, plan: VecDeque::new(), dir, ready: Some(events) });
+        }
+        ordinals.sort_unstable();
+        Ok(Scan::of_ordinals(self, ordinals, dir))
     }
 }
 
@@ -284,6 +276,8 @@ pub struct Scan<'a> {
     archive: &'a Archive,
     plan: VecDeque<(usize, Want)>,
     dir: Direction,
+    /// Events already in hand (an inlined value), handed out first.
+    ready: Option<Vec<ArchivedEvent>>,
 }
 
 impl<'a> Scan<'a> {
@@ -318,11 +312,14 @@ impl<'a> Scan<'a> {
         if dir == Direction::Backward {
             plan.make_contiguous().reverse();
         }
-        Scan { archive, plan, dir }
+        Scan { archive, plan, dir, ready: None }
     }
 
     /// The next events, in the scan's order; `None` at the end.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<ArchivedEvent>>, ArchiveError> {
+        if let Some(events) = self.ready.take().filter(|e| !e.is_empty()) {
+            return Ok(Some(events));
+        }
         let blocks = &self.archive.footer.blocks;
         let Some((first, _)) = self.plan.front() else { return Ok(None) };
         // A run of blocks adjacent in the file, in the scan's direction.

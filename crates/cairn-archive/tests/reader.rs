@@ -128,7 +128,7 @@ async fn spaces_by_tag_and_groupings_within_them() {
 
 /// 60,000 events in 3,000 streams, so that the directory and the postings
 /// span several pages and a posting list several entries.
-fn big(codec: Codec) -> (Vec<ArchivedEvent>, Vec<u8>) {
+fn big(codec: Codec, inline_share: f64) -> (Vec<ArchivedEvent>, Vec<u8>) {
     let mut events = Vec::new();
     let mut revs = vec![0u64; 3000];
     for seq in 0..60_000u64 {
@@ -139,7 +139,7 @@ fn big(codec: Codec) -> (Vec<ArchivedEvent>, Vec<u8>) {
         events.push(event(seq, &format!("customer-{s:05}-with-a-longer-name"), revs[s], ty, 1_000_000 + seq as i64, &tags, &format!("{{\"n\":{seq},\"pad\":\"{}\"}}", "x".repeat((seq % 50) as usize))));
         revs[s] += 1;
     }
-    let opts = ArchiveOptions { indexes: vec![Key::Type, Key::Tag("flag".into())], block_bytes: 4096, data_codec: codec, ..ArchiveOptions::default() };
+    let opts = ArchiveOptions { indexes: vec![Key::Type, Key::Tag("flag".into())], block_bytes: 4096, data_codec: codec, inline_share, ..ArchiveOptions::default() };
     let mut b = ArchiveBuilder::new(opts).unwrap();
     for e in &events {
         b.add(e.clone());
@@ -149,7 +149,17 @@ fn big(codec: Codec) -> (Vec<ArchivedEvent>, Vec<u8>) {
 
 #[tokio::test]
 async fn reads_fetch_only_the_blocks_they_need() {
-    let (events, bytes) = big(Codec::Zstd);
+    reads_fetch_only_what_they_need(0.0).await;
+}
+
+/// With the rare value inlined, reading it reads one posting page.
+#[tokio::test]
+async fn an_inlined_value_is_read_from_its_postings_alone() {
+    reads_fetch_only_what_they_need(0.125).await;
+}
+
+async fn reads_fetch_only_what_they_need(inline_share: f64) {
+    let (events, bytes) = big(Codec::Zstd, inline_share);
     let size = bytes.len() as u64;
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let path = Path::from("big.arc");
@@ -179,8 +189,16 @@ async fn reads_fetch_only_the_blocks_they_need() {
     want.sort_unstable();
     got.sort_unstable();
     assert_eq!(got, want);
-    let read = db.fetched().bytes - before.bytes;
-    assert!(read < size / 4, "a value on 0.1% of events read {read} of {size} bytes");
+    let after = db.fetched();
+    let read = after.bytes - before.bytes;
+    if inline_share > 0.0 {
+        assert_eq!(after.requests - before.requests, 1, "one posting page");
+        assert!(read < size / 100, "an inlined value on 0.1% of events read {read} of {size} bytes");
+    } else {
+        // The 60 are in three streams: their blocks come in a few GETs.
+        assert!(after.requests - before.requests > 1, "a posting page, then the events' blocks");
+        assert!(read < size / 4, "a value on 0.1% of events read {read} of {size} bytes");
+    }
 
     // A common value with a posting list longer than one entry, backwards.
     let common = db.scan_index(&s, &Key::Tag("flag".into()), "common", Direction::Backward).await.unwrap().collect().await.unwrap();
@@ -216,7 +234,7 @@ async fn what_is_not_an_archive_is_a_clear_error() {
     std::fs::write(&junk, b"short").unwrap();
     assert!(matches!(Archive::open_file(&junk).await.err().unwrap(), ArchiveError::Corrupt(_)));
     // A cut archive is refused, however it is cut.
-    let (_, bytes) = big(Codec::None);
+    let (_, bytes) = big(Codec::None, 0.125);
     for cut in [bytes.len() - 1, bytes.len() - 40, bytes.len() / 2, 100] {
         std::fs::write(&junk, &bytes[..cut]).unwrap();
         assert!(Archive::open_file(&junk).await.is_err(), "cut at {cut}");

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{compress, decompress, frame, unframe, Codec, Event};
@@ -97,6 +97,12 @@ pub struct ArchiveOptions {
     /// The codec of event data.
     pub data_codec: Codec,
     pub zstd_level: i32,
+    /// Indexed values are *inlined* — their events stored in the posting
+    /// entries too, so reading a value reads no block — rarest first, while
+    /// the inlined events stay within this share of the archive's events
+    /// (0 inlines nothing). A rare value's events are one here and one there
+    /// across the blocks; a common value's fill most blocks anyway.
+    pub inline_share: f64,
 }
 
 impl Default for ArchiveOptions {
@@ -110,6 +116,7 @@ impl Default for ArchiveOptions {
             meta_codec: Codec::Zstd,
             data_codec: Codec::Zstd,
             zstd_level: 3,
+            inline_share: 0.125,
         }
     }
 }
@@ -179,10 +186,26 @@ pub struct Posting {
     pub value: String,
     /// The space's index in the directory.
     pub space: u64,
+    /// The space's first ordinal: `first` + an ordinal here is its place in
+    /// the archive, with no directory page to read.
+    pub first: u64,
     pub ordinals: Vec<u8>,
+    /// When the value is inlined: the metadata frame's length and the
+    /// entry's events as one block (metadata frame, data frame), in order.
+    pub inline: Option<(u32, Vec<u8>)>,
 }
 
 impl Posting {
+    /// The entry's events, if its value is inlined.
+    pub fn inlined(&self, times: &TimeTable, object: &str) -> Result<Option<Vec<ArchivedEvent>>, Error> {
+        let Some((meta_len, bytes)) = &self.inline else { return Ok(None) };
+        let count = u32::try_from(self.decode(object)?.len()).map_err(|_| Error::Corrupt(format!("{object}: posting too long")))?;
+        let data_len = (bytes.len() as u64).checked_sub(u64::from(*meta_len)).and_then(|l| u32::try_from(l).ok());
+        let data_len = data_len.ok_or_else(|| Error::Corrupt(format!("{object}: inlined events: bad lengths")))?;
+        let block = ArchiveBlock { offset: 0, meta_len: *meta_len, data_len, first: self.first, count };
+        decode_archive_block(bytes, &block, times, object).map(Some)
+    }
+
     /// The ordinals, relative to the space's first.
     pub fn decode(&self, object: &str) -> Result<Vec<u64>, Error> {
         let mut c = Cursor::new(&self.ordinals, "posting");
@@ -228,6 +251,9 @@ pub struct ArchiveFooter {
     pub space: Key,
     pub grouping: Option<Key>,
     pub indexes: Vec<Key>,
+    /// Stored as (meta_len, data_len, count) each: offsets and first
+    /// ordinals follow from the sums, as blocks are contiguous from 0.
+    #[serde(with = "block_table")]
     pub blocks: Vec<ArchiveBlock>,
     pub space_pages: Vec<SpacePage>,
     pub space_count: u64,
@@ -237,6 +263,28 @@ pub struct ArchiveFooter {
     pub value_filter: Bloom,
     /// The [`TimeTable`], encoded.
     pub time_table: Vec<u8>,
+}
+
+mod block_table {
+    use super::ArchiveBlock;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(blocks: &[ArchiveBlock], s: S) -> Result<S::Ok, S::Error> {
+        let lens: Vec<(u32, u32, u32)> = blocks.iter().map(|b| (b.meta_len, b.data_len, b.count)).collect();
+        lens.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ArchiveBlock>, D::Error> {
+        let lens: Vec<(u32, u32, u32)> = Vec::deserialize(d)?;
+        let (mut offset, mut first) = (0u64, 0u64);
+        let mut out = Vec::with_capacity(lens.len());
+        for (meta_len, data_len, count) in lens {
+            out.push(ArchiveBlock { offset, meta_len, data_len, first, count });
+            offset += u64::from(meta_len) + u64::from(data_len);
+            first += u64::from(count);
+        }
+        Ok(out)
+    }
 }
 
 fn value_item(key: &Key, value: &str) -> Vec<u8> {
@@ -334,6 +382,8 @@ pub struct EncodedArchive {
     pub index_bytes: u64,
     /// How many (event, key, value) entries the indexes hold.
     pub index_entries: u64,
+    /// How many events are inlined in the postings too.
+    pub inlined: u64,
     /// The bytes of each metadata column.
     pub columns: ColumnBytes,
 }
@@ -505,20 +555,48 @@ impl ArchiveBuilder {
         let values: std::collections::BTreeSet<Vec<u8>> = postings.iter().map(|((k, v, _), _)| value_item(&opts.indexes[*k], v)).collect();
         let value_filter = Bloom::from_items(values.iter().map(Vec::as_slice));
         let index_entries: u64 = postings.iter().map(|(_, l)| l.len() as u64).sum();
+        // The values to inline: the rarest first, within the budget.
+        let mut per_value: HashMap<(usize, &str), u64> = HashMap::new();
+        for ((k, v, _), l) in &postings {
+            *per_value.entry((*k, v)).or_default() += l.len() as u64;
+        }
+        let mut by_count: Vec<((usize, &str), u64)> = per_value.into_iter().collect();
+        by_count.sort_unstable_by(|a, b| (a.1, &opts.indexes[a.0 .0], a.0 .1).cmp(&(b.1, &opts.indexes[b.0 .0], b.0 .1)));
+        let budget = (events.len() as f64 * opts.inline_share.clamp(0.0, 1.0)) as u64;
+        let mut inline_values: HashSet<(usize, &str)> = HashSet::new();
+        let mut inlined = 0u64;
+        for (value, count) in by_count {
+            if inlined + count > budget {
+                break;
+            }
+            inlined += count;
+            inline_values.insert(value);
+        }
+        let mut inline_columns = ColumnBytes::default();
         let index_start = out.len() as u64;
         let mut posting_pages = Vec::new();
         let mut page: Vec<Posting> = Vec::new();
         let mut page_bytes = 0;
         let total = postings.len();
-        for (n, ((key, value, space), list)) in postings.into_iter().enumerate() {
-            let key = &opts.indexes[key];
+        for (n, ((ki, value, space), list)) in postings.into_iter().enumerate() {
+            let key = &opts.indexes[ki];
+            let inline = inline_values.contains(&(ki, value));
             for chunk in list.chunks(POSTING_CHUNK) {
                 let mut ordinals = Vec::with_capacity(chunk.len() * 2);
                 for (i, o) in chunk.iter().enumerate() {
                     put_varint(&mut ordinals, if i == 0 { *o } else { o - chunk[i - 1] - 1 });
                 }
                 page_bytes += ordinals.len() + value.len() + 8;
-                page.push(Posting { key: key.clone(), value: value.to_string(), space, ordinals });
+                let first = spaces.get(space as usize).map_or(0, |s| s.first);
+                let inline = if inline {
+                    let those: Vec<ArchivedEvent> = chunk.iter().filter_map(|o| events.get((first + o) as usize).cloned()).collect();
+                    let (meta, data) = encode_archive_block(&those, &times, &opts, &mut inline_columns)?;
+                    page_bytes += meta.len() + data.len();
+                    Some((meta.len() as u32, [meta, data].concat()))
+                } else {
+                    None
+                };
+                page.push(Posting { key: key.clone(), value: value.to_string(), space, first, ordinals, inline });
                 if page_bytes >= PAGE_BYTES {
                     flush_postings(&mut page, &mut posting_pages, &mut out, &opts)?;
                     page_bytes = 0;
@@ -550,7 +628,7 @@ impl ArchiveBuilder {
         let body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("archive footer: {e}")))?;
         let offset = out.len() as u64;
         out.extend_from_slice(&encode_tail(body, ARCHIVE_MAGIC, ARCHIVE_VERSION, events.len() as u32, offset)?);
-        Ok(EncodedArchive { bytes: out, footer, data_bytes, index_bytes, index_entries, columns })
+        Ok(EncodedArchive { bytes: out, footer, data_bytes, index_bytes, index_entries, inlined, columns })
     }
 }
 

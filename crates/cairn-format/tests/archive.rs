@@ -58,8 +58,8 @@ fn arb_key() -> impl Strategy<Value = Key> {
 }
 
 fn arb_options() -> impl Strategy<Value = ArchiveOptions> {
-    (arb_key(), proptest::option::of(arb_key()), proptest::collection::btree_set(arb_key(), 0..4), 1usize..3000, 1usize..40, arb_codec(), arb_codec())
-        .prop_map(|(space, grouping, indexes, block_bytes, block_events, meta_codec, data_codec)| ArchiveOptions {
+    (arb_key(), proptest::option::of(arb_key()), proptest::collection::btree_set(arb_key(), 0..4), 1usize..3000, 1usize..40, arb_codec(), arb_codec(), prop_oneof![Just(0.0), Just(0.125), Just(1.0)])
+        .prop_map(|(space, grouping, indexes, block_bytes, block_events, meta_codec, data_codec, inline_share)| ArchiveOptions {
             space,
             grouping,
             indexes: indexes.into_iter().collect(),
@@ -68,6 +68,7 @@ fn arb_options() -> impl Strategy<Value = ArchiveOptions> {
             meta_codec,
             data_codec,
             zstd_level: 1,
+            inline_share,
         })
 }
 
@@ -78,6 +79,10 @@ struct Read {
     events: Vec<ArchivedEvent>,
     spaces: Vec<Space>,
     postings: BTreeMap<(Key, String, u64), Vec<u64>>,
+    /// Each posting's space → the first ordinal it names for it.
+    firsts: BTreeMap<u64, u64>,
+    /// Events inlined in postings, with the ordinal they name.
+    inlined: Vec<(u64, ArchivedEvent)>,
 }
 
 fn read(bytes: &[u8]) -> Result<Read, cairn_format::Error> {
@@ -95,13 +100,19 @@ fn read(bytes: &[u8]) -> Result<Read, cairn_format::Error> {
         spaces.extend(decode_space_page(slice(p.offset, u64::from(p.len)), "arc")?);
     }
     let mut postings: BTreeMap<(Key, String, u64), Vec<u64>> = BTreeMap::new();
+    let mut firsts = BTreeMap::new();
+    let mut inlined = Vec::new();
     for p in &footer.posting_pages {
         for x in decode_posting_page(slice(p.offset, u64::from(p.len)), "arc")? {
             let ords = x.decode("arc")?;
+            firsts.insert(x.space, x.first);
+            if let Some(evs) = x.inlined(&times, "arc")? {
+                inlined.extend(ords.iter().map(|o| x.first + o).zip(evs));
+            }
             postings.entry((x.key, x.value, x.space)).or_default().extend(ords);
         }
     }
-    Ok(Read { footer, events, spaces, postings })
+    Ok(Read { footer, events, spaces, postings, firsts, inlined })
 }
 
 fn values<'a>(k: &Key, e: &'a Event) -> Vec<&'a str> {
@@ -178,6 +189,16 @@ proptest! {
             }
         }
         prop_assert_eq!(&r.postings, &want_postings);
+        for (space, first) in &r.firsts {
+            prop_assert_eq!(r.spaces[*space as usize].first, *first);
+        }
+        // Inlined events are the events at the ordinals they stand for,
+        // within the budget, and every posting of an inlined value is inlined.
+        for (o, e) in &r.inlined {
+            prop_assert_eq!(&r.events[*o as usize], e);
+        }
+        prop_assert!(r.inlined.len() as f64 <= (events.len() as f64 * opts.inline_share).floor() + 0.5);
+        prop_assert_eq!(enc.inlined as usize, r.inlined.len());
         prop_assert_eq!(enc.index_entries, want_postings.values().map(|l| l.len() as u64).sum::<u64>());
         for (k, v, space) in want_postings.keys() {
             let pages = r.footer.posting_pages_for(k, v, Some(*space));
