@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use cairn_format::archive::{ArchiveBuilder, ArchiveOptions, ArchivedEvent, Key};
 use cairn_format::block::{encode_block, Codec, Event};
 use cairn_format::index::{IndexBuilder, SegmentRef};
 use cairn_format::manifest::{IndexRef, Manifest};
@@ -114,6 +115,20 @@ fn main() {
     write(&corpus.join("manifest"), "seed-0", &m.encode().expect("manifest"));
     write(&corpus.join("manifest"), "seed-1", br#"{"incarnation":"01JZ0000000000000000000000","created_ms":1}"#);
     write(&corpus.join("manifest"), "seed-2", br#"{"floor":12}"#);
+    for (k, (space, grouping, inline_share, block_bytes)) in [
+        (Key::Stream, None, 0.0, 64),
+        (Key::Tag("region".into()), Some(Key::Type), 1.0, 300),
+        (Key::Type, Some(Key::Stream), 0.125, 1 << 14),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = ArchiveBuilder::new(ArchiveOptions { space, grouping, indexes: vec![Key::Type, Key::Tag("region".into())], block_bytes, inline_share, ..ArchiveOptions::default() }).expect("options");
+        for (seq, e) in events(40, 4, true, k == 1).into_iter().enumerate() {
+            b.add(ArchivedEvent { seq: seq as u64 * 3, event: e });
+        }
+        write(&corpus.join("archive"), &format!("seed-{k}"), &b.finish().expect("archive").bytes);
+    }
     let bodies: [&[u8]; 5] = [
         br#"0[{"type":"Placed","data":{"total":"42.99"},"tags":{"region":"eu"}}]"#,
         br#"0{"events":[{"type":"Paid","id":"0b4a3b3e-3f1c-4c2b-9a7e-1f2d3c4b5a69","timestamp":1700000000000,"data_b64":"AJ+Slg=="}],"expected":3}"#,

@@ -9,6 +9,7 @@
 //! `Err`, never panics, never allocates from an unchecked length; and
 //! whatever decodes encodes again to something that decodes the same.
 
+use cairn_format::archive::{decode_archive_block, decode_archive_footer, decode_posting_page, decode_space_page, ArchiveFooter};
 use cairn_format::block::{decode_block_events, decode_block_stream, encode_block, Codec, Event, BLOCK_HEADER_LEN};
 use cairn_format::bloom::BloomHash;
 use cairn_format::index::decode_index_footer;
@@ -193,4 +194,63 @@ pub fn append_body(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(body) {
         let _ = cairn_server::wire::parse_expectation_str(s);
     }
+}
+
+fn archive_footer(obj: &[u8]) -> Option<ArchiveFooter> {
+    let start = raw_tail_start(obj)?;
+    decode_archive_footer(&obj[start..], start as u64, OBJECT).ok()
+}
+
+fn read_archive(obj: &[u8]) {
+    let Some(f) = archive_footer(obj) else { return };
+    let Ok(times) = f.times(OBJECT) else { return };
+    for o in [0, f.event_count.saturating_sub(1), f.event_count, u64::MAX] {
+        let _ = f.block_of(o);
+    }
+    for b in &f.blocks {
+        if let Ok(events) = decode_archive_block(&obj[b.offset as usize..(b.offset + b.len()) as usize], b, &times, OBJECT) {
+            assert_eq!(events.len(), b.count as usize, "a block gives the events its footer says");
+        }
+    }
+    for p in &f.space_pages {
+        if let Ok(page) = decode_space_page(&obj[p.offset as usize..(p.offset + u64::from(p.len)) as usize], OBJECT) {
+            for s in &page {
+                let _ = f.space_page_for(&s.key);
+                for g in &s.groups {
+                    let _ = s.range(Some(&g.value));
+                }
+            }
+        }
+    }
+    for p in &f.posting_pages {
+        if let Ok(page) = decode_posting_page(&obj[p.offset as usize..(p.offset + u64::from(p.len)) as usize], OBJECT) {
+            for x in &page {
+                let _ = f.posting_pages_for(&x.key, &x.value, Some(x.space));
+                if let (Ok(ordinals), Ok(Some(events))) = (x.decode(OBJECT), x.inlined(&times, OBJECT)) {
+                    assert_eq!(ordinals.len(), events.len(), "inlined events match their ordinals");
+                }
+            }
+        }
+    }
+}
+
+/// A whole archive: trailer, footer, every block, directory page and
+/// posting (inlined events included).
+pub fn archive(data: &[u8]) {
+    read_archive(data);
+    let mut obj = data.to_vec();
+    if !fix_tail(&mut obj) {
+        return;
+    }
+    if let Some(f) = archive_footer(&obj) {
+        for b in &f.blocks {
+            let meta_end = (b.offset + u64::from(b.meta_len)) as usize;
+            fix_frame(&mut obj[b.offset as usize..meta_end]);
+            fix_frame(&mut obj[meta_end..(b.offset + b.len()) as usize]);
+        }
+        for (offset, len) in f.space_pages.iter().map(|p| (p.offset, p.len)).chain(f.posting_pages.iter().map(|p| (p.offset, p.len))) {
+            fix_frame(&mut obj[offset as usize..(offset + u64::from(len)) as usize]);
+        }
+    }
+    read_archive(&obj);
 }

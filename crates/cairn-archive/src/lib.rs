@@ -121,7 +121,7 @@ impl Archive {
         } else {
             tail = tail.slice((tail_start - start) as usize..);
         }
-        archive.footer = decode_archive_footer(&tail, &archive.name)?;
+        archive.footer = decode_archive_footer(&tail, tail_start, &archive.name)?;
         archive.times = archive.footer.times(&archive.name)?;
         Ok(archive)
     }

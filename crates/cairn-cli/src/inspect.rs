@@ -158,7 +158,7 @@ async fn inspect_segment(src: &Source, name: &str, verify: bool) -> anyhow::Resu
 
 async fn inspect_archive(src: &Source, name: &str, verify: bool) -> anyhow::Result<()> {
     let (footer_len, tail) = tail(src, name).await?;
-    let f = archive::decode_archive_footer(&tail, name)?;
+    let f = archive::decode_archive_footer(&tail, src.size() - tail.len() as u64, name)?;
     let blocks: u64 = f.blocks.iter().map(archive::ArchiveBlock::len).sum();
     let meta: u64 = f.blocks.iter().map(|b| u64::from(b.meta_len)).sum();
     let spaces: u64 = f.space_pages.iter().map(|p| u64::from(p.len)).sum();

@@ -1028,9 +1028,10 @@ pub fn decode_archive_trailer(b: &[u8], object: &str) -> Result<Trailer, Error> 
     crate::segment::decode_trailer_with(b, ARCHIVE_MAGIC, ARCHIVE_VERSION, object)
 }
 
-/// Decodes and checks an archive footer from `tail` (footer + trailer).
-pub fn decode_archive_footer(tail: &[u8], object: &str) -> Result<ArchiveFooter, Error> {
-    let (t, body) = split_tail(tail, ARCHIVE_MAGIC, ARCHIVE_VERSION, None, object)?;
+/// Decodes and checks an archive footer from `tail` (footer + trailer),
+/// which starts at `footer_offset` in the archive.
+pub fn decode_archive_footer(tail: &[u8], footer_offset: u64, object: &str) -> Result<ArchiveFooter, Error> {
+    let (t, body) = split_tail(tail, ARCHIVE_MAGIC, ARCHIVE_VERSION, Some(footer_offset), object)?;
     let footer: ArchiveFooter = postcard::from_bytes(body).map_err(|e| Error::Corrupt(format!("{object}: archive footer: {e}")))?;
     footer.validate(t.footer_offset, object)?;
     footer.times(object)?;

@@ -88,7 +88,7 @@ struct Read {
 fn read(bytes: &[u8]) -> Result<Read, cairn_format::Error> {
     let t = cairn_format::archive::decode_archive_trailer(&bytes[bytes.len().saturating_sub(32)..], "arc")?;
     let tail = bytes.get(t.footer_offset as usize..).ok_or_else(|| cairn_format::Error::Corrupt("offset".into()))?;
-    let footer = decode_archive_footer(tail, "arc")?;
+    let footer = decode_archive_footer(tail, t.footer_offset, "arc")?;
     let slice = |o: u64, l: u64| &bytes[o as usize..(o + l) as usize];
     let times = footer.times("arc")?;
     let mut events = Vec::new();
@@ -244,7 +244,7 @@ proptest! {
         let n = cut.index(enc.bytes.len());
         prop_assert!(read(&enc.bytes[..n]).is_err());
         let _ = read(&junk);
-        let _ = decode_archive_footer(&junk, "junk");
+        let _ = decode_archive_footer(&junk, 0, "junk");
         let _ = decode_space_page(&junk, "junk");
         let _ = decode_posting_page(&junk, "junk");
         let times = enc.footer.times("arc").unwrap();
