@@ -3,7 +3,9 @@
 //! full scan of it: objects (requests) and bytes fetched. `cargo bench -p
 //! cairn-archive --bench tags`; `CAIRN_BENCH_EVENTS` (default 10,000,000)
 //! events, 0.01% of them tagged `flag:rare`, 100,000 streams, ~100 B of
-//! JSON data each, in an in-memory object store. `CAIRN_BENCH_BLOCKS`
+//! JSON data each, in an in-memory object store, and one stream of 10
+//! events spread over the whole history (`needle`), read from the archive
+//! and from 10 archives of 1,000,000 events each, as tiering would seal it. `CAIRN_BENCH_BLOCKS`
 //! (block sizes, comma-separated) and `CAIRN_BENCH_INLINE` (the share of
 //! events that may be inlined; 0 reads the value from its blocks) vary it.
 
@@ -38,22 +40,29 @@ async fn main() {
     let mut rng = Rng(7);
     let mut revs = vec![0u64; 100_000];
     let mut rare = 0u64;
+    let mut needles = 0u64;
     let events: Vec<ArchivedEvent> = (0..n)
         .map(|seq| {
             let s = (rng.next() % 100_000) as usize;
             let r = rng.next();
+            let needle = seq % (n / 10).max(1) == n / 20;
             let tags = if r.is_multiple_of(10_000) {
                 rare += 1;
                 vec![("flag".to_string(), "rare".to_string())]
             } else {
                 Vec::new()
             };
-            let revision = revs[s];
-            revs[s] += 1;
+            let (stream, revision) = if needle {
+                needles += 1;
+                ("needle".to_string(), needles - 1)
+            } else {
+                revs[s] += 1;
+                (format!("order-{s}"), revs[s] - 1)
+            };
             ArchivedEvent {
                 seq,
                 event: Event {
-                    stream: format!("order-{s}").into(),
+                    stream: stream.into(),
                     revision,
                     event_type: ["OrderPlaced", "OrderPaid", "OrderShipped"][(r % 3) as usize].into(),
                     timestamp: 1_700_000_000_000 + seq as i64 / 2,
@@ -88,6 +97,19 @@ async fn main() {
         assert_eq!(count, n);
         let f = full.fetched();
 
+        let db = Archive::open(store.clone(), path.clone()).await.unwrap();
+        let started = Instant::now();
+        let s = db.space("needle").await.unwrap().unwrap();
+        let got = db.scan(&s, None, Direction::Forward).unwrap().collect().await.unwrap();
+        assert_eq!(got.len() as u64, needles);
+        println!(
+            "  one stream of {needles} events, cold (HEAD, footer, directory page, blocks): {:?}; {:.2} ms in memory; footer cached: {} requests, {} KiB",
+            db.fetched(),
+            started.elapsed().as_secs_f64() * 1e3,
+            db.fetched().requests - db.opening().requests,
+            (db.fetched().bytes - db.opening().bytes) / 1024,
+        );
+
         let db = Archive::open_sized(store.clone(), path.clone(), size).await.unwrap();
         let pages = db.footer().posting_pages_for(&Key::Tag("flag".into()), "rare", None);
         let pbytes: u64 = db.footer().posting_pages[pages.clone()].iter().map(|p| u64::from(p.len)).sum();
@@ -110,6 +132,41 @@ async fn main() {
             took.as_secs_f64() * 1e3,
             t.bytes as f64 * 100.0 / f.bytes as f64,
             t.requests as f64 * 100.0 / f.requests as f64,
+        );
+        // As tiering would seal it: archives of 1,000,000 events each.
+        let parts = (n / 1_000_000).max(1) as usize;
+        let per = events.len().div_ceil(parts);
+        let mut opened = Vec::new();
+        for (i, chunk) in events.chunks(per).enumerate() {
+            let mut b = ArchiveBuilder::new(ArchiveOptions { indexes: vec![Key::Type, Key::Tag("flag".into())], block_bytes, inline_share, ..ArchiveOptions::default() }).unwrap();
+            for e in chunk {
+                b.add(e.clone());
+            }
+            let path = Path::from(format!("part-{i}.arc"));
+            store.put(&path, b.finish().unwrap().bytes.into()).await.unwrap();
+            opened.push(Archive::open(store.clone(), path).await.unwrap());
+        }
+        let before: u64 = opened.iter().map(|a| a.fetched().requests).sum();
+        let before_bytes: u64 = opened.iter().map(|a| a.fetched().bytes).sum();
+        let started = Instant::now();
+        let mut found = 0;
+        let mut touched = 0;
+        for a in &opened {
+            if let Some(s) = a.space("needle").await.unwrap() {
+                touched += 1;
+                found += a.scan(&s, None, Direction::Forward).unwrap().collect().await.unwrap().len() as u64;
+            }
+        }
+        assert_eq!(found, needles);
+        let after: u64 = opened.iter().map(|a| a.fetched().requests).sum();
+        let after_bytes: u64 = opened.iter().map(|a| a.fetched().bytes).sum();
+        println!(
+            "  the same stream from {parts} archives of {per} events, footers cached: {} archives touched, {} requests, {} KiB, {:.2} ms in memory (opening them: {before} requests, {} KiB)",
+            touched,
+            after - before,
+            (after_bytes - before_bytes) / 1024,
+            started.elapsed().as_secs_f64() * 1e3,
+            before_bytes / 1024,
         );
     }
 }

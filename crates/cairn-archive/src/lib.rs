@@ -72,6 +72,7 @@ pub struct Archive {
     size: u64,
     footer: ArchiveFooter,
     times: TimeTable,
+    opening: Fetched,
     requests: AtomicU64,
     bytes: AtomicU64,
 }
@@ -89,8 +90,9 @@ impl Archive {
     /// range GET of its tail (two when the footer is larger than 64 KiB).
     pub async fn open(store: Arc<dyn ObjectStore>, path: Path) -> Result<Archive, ArchiveError> {
         let size = store.head(&path).await?.size;
-        let archive = Archive::open_sized(store, path, size).await?;
+        let mut archive = Archive::open_sized(store, path, size).await?;
         archive.requests.fetch_add(1, Ordering::Relaxed);
+        archive.opening.requests += 1;
         Ok(archive)
     }
 
@@ -107,6 +109,7 @@ impl Archive {
             size,
             footer: empty_footer(),
             times: TimeTable::default(),
+            opening: Fetched::default(),
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         };
@@ -123,6 +126,7 @@ impl Archive {
         }
         archive.footer = decode_archive_footer(&tail, tail_start, &archive.name)?;
         archive.times = archive.footer.times(&archive.name)?;
+        archive.opening = archive.fetched();
         Ok(archive)
     }
 
@@ -133,6 +137,12 @@ impl Archive {
     /// The archive's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// What opening the archive fetched (its HEAD, if any, and its tail):
+    /// what a reader that keeps the archive open pays once.
+    pub fn opening(&self) -> Fetched {
+        self.opening
     }
 
     /// Requests (HEADs and range GETs) and bytes fetched so far, opening

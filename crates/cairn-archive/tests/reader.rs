@@ -168,6 +168,7 @@ async fn reads_fetch_only_what_they_need(inline_share: f64) {
     assert!(db.footer().space_pages.len() > 1 && db.footer().posting_pages.len() > 1, "several pages");
     let opened = db.fetched();
     assert_eq!(opened.requests, 1, "opened with one range GET");
+    assert_eq!(db.opening(), opened);
 
     // One stream: its 20 events, its blocks only.
     let name = "customer-01234-with-a-longer-name";
@@ -215,6 +216,7 @@ async fn reads_fetch_only_what_they_need(inline_share: f64) {
     // Opened without a known size too (HEAD, then the tail).
     let again = Archive::open(store, path).await.unwrap();
     assert_eq!(again.fetched().requests, 2);
+    assert_eq!(again.opening(), again.fetched());
     assert_eq!(again.footer(), db.footer());
 }
 
