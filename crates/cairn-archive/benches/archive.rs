@@ -17,21 +17,8 @@ use cairn_format::archive::{ArchiveBuilder, ArchiveOptions};
 use cairn_format::block::{decode_block, Codec, Event};
 use cairn_format::segment::{encode_segment, EncodeOptions};
 
-/// splitmix64: a fixed, dependency-free sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod common;
+use common::Rng;
 
 const CUSTOMERS: u64 = 10_000;
 const PAGES: [&str; 6] = ["", "about", "checkout", "thankyou", "pricing", "blog/archives-on-object-storage"];

@@ -5,9 +5,10 @@
 //! events, 0.01% of them tagged `flag:rare`, 100,000 streams, ~100 B of
 //! JSON data each, in an in-memory object store, and one stream of 10
 //! events spread over the whole history (`needle`), read from the archive
-//! and from 10 archives of 1,000,000 events each, as tiering would seal it. `CAIRN_BENCH_BLOCKS`
-//! (block sizes, comma-separated) and `CAIRN_BENCH_INLINE` (the share of
-//! events that may be inlined; 0 reads the value from its blocks) vary it.
+//! and from 10 archives of 1,000,000 events each, as tiering would seal
+//! it. `CAIRN_BENCH_BLOCKS` (block sizes, comma-separated) and
+//! `CAIRN_BENCH_INLINE` (the share of events that may be inlined; 0 reads
+//! the value from its blocks) vary it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,17 +21,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+mod common;
+use common::Rng;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
