@@ -28,11 +28,17 @@ use crate::Error;
 
 pub const ARCHIVE_MAGIC: &[u8; 8] = b"CAIRNARC";
 pub const ARCHIVE_VERSION: u32 = 1;
-/// Pages (space directory, postings) close past this many encoded bytes.
+/// Posting pages close past this many encoded bytes ...
 const PAGE_BYTES: usize = 64 << 10;
+/// ... and directory pages past this many: a stream read reads one
+/// directory page of every archive that may hold the stream.
+const SPACE_PAGE_BYTES: usize = 16 << 10;
 /// A posting entry holds at most this many ordinals; a longer list goes on
 /// in the next entry.
 const POSTING_CHUNK: usize = 16 << 10;
+/// No block holds more events: a decoder allocates from a block's count, so
+/// a small hostile block cannot make it allocate gigabytes.
+pub const MAX_BLOCK_EVENTS: usize = 1 << 16;
 
 /// Event flags in a block's flag column. Persisted: never renumber.
 const FLAG_ID: u8 = 1;
@@ -212,6 +218,9 @@ impl Posting {
         let mut out = Vec::new();
         let mut at: u64 = 0;
         while c.remaining() > 0 {
+            if out.len() == POSTING_CHUNK {
+                return Err(Error::Corrupt(format!("{object}: a posting entry of more than {POSTING_CHUNK} ordinals")));
+            }
             let d = c.varint()?;
             at = if out.is_empty() { d } else { at.checked_add(d).and_then(|v| v.checked_add(1)).ok_or_else(|| Error::Corrupt(format!("{object}: posting overflows")))? };
             out.push(at);
@@ -339,8 +348,8 @@ impl ArchiveFooter {
         let err = |why: &str| Error::Corrupt(format!("{object}: archive footer: {why}"));
         let (mut offset, mut first) = (0u64, 0u64);
         for b in &self.blocks {
-            if b.offset != offset || b.first != first || b.count == 0 {
-                return Err(err("blocks are not contiguous"));
+            if b.offset != offset || b.first != first || b.count == 0 || b.count as usize > MAX_BLOCK_EVENTS {
+                return Err(err("blocks are not contiguous, or a block's count is out of range"));
             }
             offset += b.len();
             first += u64::from(b.count);
@@ -400,8 +409,8 @@ pub struct ArchiveBuilder {
 
 impl ArchiveBuilder {
     pub fn new(opts: ArchiveOptions) -> Result<Self, Error> {
-        if opts.block_bytes == 0 || opts.block_events == 0 || opts.block_events > u32::MAX as usize {
-            return Err(Error::Invalid("an archive block must hold at least one event and one byte".into()));
+        if opts.block_bytes == 0 || opts.block_events == 0 || opts.block_events > MAX_BLOCK_EVENTS {
+            return Err(Error::Invalid(format!("an archive block holds 1 to {MAX_BLOCK_EVENTS} events and at least one byte")));
         }
         let mut seen = opts.indexes.clone();
         seen.sort();
@@ -533,7 +542,7 @@ impl ArchiveBuilder {
         for (i, s) in spaces.iter().enumerate() {
             page_bytes += s.key.len() + 16 + s.groups.iter().map(|g| g.value.len() + 4).sum::<usize>();
             page.push(s);
-            if page_bytes >= PAGE_BYTES || i + 1 == spaces.len() {
+            if page_bytes >= SPACE_PAGE_BYTES || i + 1 == spaces.len() {
                 let raw = postcard::to_stdvec(&page).map_err(|e| Error::Invalid(format!("space page: {e}")))?;
                 let framed = frame(&raw, opts.meta_codec, opts.zstd_level)?;
                 space_pages.push(SpacePage {
@@ -881,7 +890,7 @@ pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, times: &TimeTabl
     let data = Bytes::from(data.into_owned());
     let mut m = Cursor::new(&meta, "archive block");
     let count = m.varint()?;
-    if count != u64::from(block.count) {
+    if count != u64::from(block.count) || count > MAX_BLOCK_EVENTS as u64 {
         return Err(err("event count does not match the footer"));
     }
     let count = count as usize;

@@ -266,6 +266,7 @@ fn builder_refuses_what_it_cannot_encode() {
     b.add(e(u64::MAX));
     assert!(b.finish().is_err(), "no seq past the last");
     assert!(ArchiveBuilder::new(ArchiveOptions { block_events: 0, ..ArchiveOptions::default() }).is_err());
+    assert!(ArchiveBuilder::new(ArchiveOptions { block_events: cairn_format::archive::MAX_BLOCK_EVENTS + 1, ..ArchiveOptions::default() }).is_err());
     assert!(ArchiveBuilder::new(ArchiveOptions { indexes: vec![Key::Type, Key::Type], ..ArchiveOptions::default() }).is_err());
     let empty = ArchiveBuilder::new(ArchiveOptions::default()).unwrap().finish().unwrap();
     let r = read(&empty.bytes).unwrap();
