@@ -2,7 +2,7 @@
 //! Engine benchmarks on local disk with fsync (in-process). Run with
 //! `cargo bench -p cairn-engine --bench engine [-- SCENARIO...]`; scenarios:
 //! `append`, `append1`, `append1k`, `scan`, `stream`, `memory`, `overhead`,
-//! `codecs`, `conditions` (all when none is named). Results go to stdout, one line each.
+//! `codecs`, `conditions`, `tags` (all when none is named). Results go to stdout, one line each.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -158,6 +158,57 @@ async fn bench_conditions() {
         println!("condition {name}: one writer, {runs} appends on {EVENTS} events, p50 {:.2} ms p99 {:.2} ms ({:.2}x plain)", p50 * 1e3, pct(l, 0.99).as_secs_f64() * 1e3, p50 / base);
     }
     engine.shutdown().await;
+}
+
+/// What a store-wide read of a rare tag touches in live segments and index
+/// objects, against a full scan: requests and bytes, counted under the
+/// engine (`CAIRN_BENCH_EVENTS`, default 1,000,000; 0.01% tagged), each
+/// read by a fresh engine with cold caches, on an in-memory store.
+async fn bench_tags() {
+    let n: u64 = std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let counting = cairn_engine::testing::CountingStore::new(Arc::new(object_store::memory::InMemory::new()));
+    let engine = Engine::new(counting.clone(), config());
+    engine.create_store("t").await.expect("create");
+    let mut rare = 0u64;
+    for b in 0..n.div_ceil(1000) {
+        let events = (b * 1000..((b + 1) * 1000).min(n))
+            .map(|i| {
+                let mut e = event(format!("order-{}", (i * 7919) % 100_000), i, 100);
+                if (i * 2_654_435_761) % 10_000 == 17 {
+                    rare += 1;
+                    e.tags = vec![("flag".into(), "rare".into())];
+                }
+                e
+            })
+            .collect();
+        engine.append("t", AppendBatch { events, expected: vec![], condition: None }).await.expect("fill");
+    }
+    engine.shutdown().await;
+    let info = Engine::new(counting.clone(), config()).store_info("t").await.expect("info");
+    let cold = || Engine::new(counting.clone(), EngineConfig { block_cache_bytes: 1 << 20, ..config() });
+    counting.reset();
+    let full = cold();
+    assert_eq!(scan_all(&full, "t").await.0, n);
+    let (full_req, full_bytes) = counting.count("get", None);
+    counting.reset();
+    let tagged = cold();
+    let opts = cairn_engine::reader::ReadOptions { limit: None, tag: Some(("flag".into(), "rare".into())) };
+    let mut scan = tagged.read_store("t", 0, opts).await.expect("tag read");
+    let mut got = 0u64;
+    while let Some(c) = scan.next_chunk().await.expect("chunk") {
+        got += c.len() as u64;
+    }
+    assert_eq!(got, rare);
+    let (tag_req, tag_bytes) = counting.count("get", None);
+    println!(
+        "tags: {n} events in {} segments and {} index objects, {rare} tagged flag:rare; full scan {full_req} GETs, {:.1} MiB; tag read {tag_req} GETs, {:.2} MiB: {:.2}% of the bytes, {:.1}% of the requests",
+        info.segments,
+        info.index_objects,
+        full_bytes as f64 / (1 << 20) as f64,
+        tag_bytes as f64 / (1 << 20) as f64,
+        tag_bytes as f64 * 100.0 / full_bytes as f64,
+        tag_req as f64 * 100.0 / full_req as f64,
+    );
 }
 
 async fn scan_all(engine: &Engine, store: &str) -> (u64, u64) {
@@ -422,6 +473,9 @@ fn main() {
         }
         if on("conditions") {
             bench_conditions().await;
+        }
+        if on("tags") {
+            bench_tags().await;
         }
     });
 }
