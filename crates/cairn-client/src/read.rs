@@ -345,6 +345,8 @@ pub struct Events {
     reader: Option<Box<Reader>>,
     /// The reader, off awaiting the next item (a request, a chunk).
     pending: Option<BoxFuture<'static, (Box<Reader>, Result<Item>)>>,
+    /// Where the read would go on, once it has ended.
+    ended_at: Option<Option<u64>>,
 }
 
 impl Events {
@@ -357,12 +359,23 @@ impl Events {
     }
 
     fn from_reader(reader: Reader) -> Events {
-        Events { reader: Some(Box::new(reader)), pending: None }
+        Events { reader: Some(Box::new(reader)), pending: None, ended_at: None }
     }
 
     /// Everything, collected (for small reads).
     pub async fn collect_all(self) -> Result<Vec<RecordedEvent>> {
         futures::TryStreamExt::try_collect(self).await
+    }
+
+    /// Once the read has ended (the stream gave `None`): where a read would
+    /// go on, as the node said. For a store read, the seq after everything
+    /// the read looked at, matched or not — a tag read with no match still
+    /// says how far it looked, which is the `after` of an append condition
+    /// (`next_position() - 1`). For a forward stream read, the next
+    /// revision. `None` before the end, after an error, and for a backward
+    /// read that reached revision 0.
+    pub fn next_position(&self) -> Option<u64> {
+        self.ended_at.flatten()
     }
 }
 
@@ -381,7 +394,10 @@ impl Stream for Events {
                     self.reader = Some(reader);
                     Some(Ok(e))
                 }
-                Ok(Item::End) => None,
+                Ok(Item::End) => {
+                    self.ended_at = Some(reader.pos);
+                    None
+                }
                 Err(e) => Some(Err(e)),
             });
         }

@@ -252,6 +252,39 @@ async fn tokens_are_sent_and_unreachable_nodes_are_retry_safe() {
 /// Usernames are unique across the store because each registration is
 /// conditional on no registration of the name after what was read; a
 /// retry whose first answer was lost gets that answer back.
+/// A read that ended says where it would go on: how far a tag read looked
+/// even when nothing matched, which is what an append condition's `after`
+/// needs.
+#[tokio::test]
+async fn an_ended_read_says_where_it_would_go_on() {
+    use cairn_client::{Condition, Query};
+    let node = Node::memory().await;
+    let s = node.client().store("s");
+    s.create().await.unwrap();
+    for i in 0..3 {
+        s.append(&format!("other-{i}"), vec![ev("Registered", i).tag("username", "bob")], Expected::Any).await.unwrap();
+    }
+    let mut ann = s.read_with(0, None, Some(("username", "ann")));
+    assert_eq!(ann.next_position(), None, "not before the end");
+    assert!(ann.try_next().await.unwrap().is_none(), "no ann yet");
+    assert_eq!(ann.next_position(), Some(3), "it looked at seqs 0..3");
+    let taken = Query::any().tag("username", "ann");
+    let after = ann.next_position().and_then(|n| n.checked_sub(1));
+    s.append_if("user-ann", vec![ev("Registered", 9).tag("username", "ann")], Expected::NoStream, &Condition::none_after(taken.clone(), after)).await.unwrap();
+    let e = s.append_if("user-ann2", vec![ev("Registered", 10).tag("username", "ann")], Expected::NoStream, &Condition::none_after(taken, after)).await.unwrap_err();
+    assert_eq!(e.code(), Some("condition_failed"));
+
+    let mut two = s.read_with(0, Some(2), None);
+    while two.try_next().await.unwrap().is_some() {}
+    assert_eq!(two.next_position(), Some(2), "a limited read goes on after its last event");
+    let mut fwd = s.read_stream("other-1", StreamRead::forward());
+    while fwd.try_next().await.unwrap().is_some() {}
+    assert_eq!(fwd.next_position(), Some(1), "the next revision");
+    let mut back = s.read_stream("other-1", StreamRead::backward());
+    while back.try_next().await.unwrap().is_some() {}
+    assert_eq!(back.next_position(), None, "nothing before revision 0");
+}
+
 #[tokio::test]
 async fn conditional_appends_fail_on_a_matching_event_after_their_seq() {
     use cairn_client::{Condition, Query};
