@@ -94,6 +94,10 @@ pub struct BuildCmd {
     /// No secondary index at all.
     #[arg(long, conflicts_with = "indexes")]
     no_index: bool,
+    /// Refuse a range of more events than this: the archive is built in
+    /// memory (about 200 bytes an event besides its data).
+    #[arg(long, default_value_t = 5_000_000)]
+    max_events: u64,
     #[command(flatten)]
     remote: Remote,
 }
@@ -105,6 +109,14 @@ impl BuildCmd {
         let to = self.to.unwrap_or(end).min(end);
         if to < self.from {
             bail!("--to {to} is before --from {}", self.from);
+        }
+        if to - self.from > self.max_events {
+            bail!(
+                "seqs {}..{to} are {} events, more than --max-events {} (an archive is built in memory): archive them in parts with --from and --to",
+                self.from,
+                to - self.from,
+                self.max_events
+            );
         }
         let indexes = if self.no_index {
             Vec::new()

@@ -218,6 +218,8 @@ fn archive_build_read_and_inspect() {
     let b = run(&s, &["archive", "build", "activity", "--out", f, "--index", "type", "--index", "tag:customer"]);
     ok(&b);
     assert!(String::from_utf8_lossy(&b.stderr).contains("archived 14 events"), "{}", String::from_utf8_lossy(&b.stderr));
+    fails(&run(&s, &["archive", "build", "activity", "--out", f, "--max-events", "10"]), "archive them in parts");
+    fails(&run(&s, &["archive", "build", "activity", "--out", f, "--from", "9", "--to", "3"]), "before --from");
     let by_space = dir.path().join("by-customer.arc");
     ok(&run(&s, &["archive", "build", "activity", "--out", by_space.to_str().unwrap(), "--space", "tag:customer", "--grouping", "type", "--from", "5"]));
     // The node is gone: everything below reads the files alone.

@@ -26,6 +26,8 @@ use crate::codec::{put_bytes, put_varint, put_zigzag, Cursor};
 use crate::segment::{encode_tail, split_tail, Trailer};
 use crate::Error;
 
+/// Persisted in the trailer, as are the version and the layout below it: a
+/// decoder refuses any other version. Never renumber.
 pub const ARCHIVE_MAGIC: &[u8; 8] = b"CAIRNARC";
 pub const ARCHIVE_VERSION: u32 = 1;
 /// Posting pages close past this many encoded bytes ...
