@@ -42,6 +42,10 @@ const POSTING_CHUNK: usize = 16 << 10;
 /// a small hostile block cannot make it allocate gigabytes.
 pub const MAX_BLOCK_EVENTS: usize = 1 << 16;
 
+/// The seq column's first byte: its width, and this bit when the
+/// differences are zigzag-coded. Persisted.
+const SEQ_ZIGZAG: u8 = 0x80;
+
 /// Event flags in a block's flag column. Persisted: never renumber.
 const FLAG_ID: u8 = 1;
 const FLAG_TAGS: u8 = 2;
@@ -665,7 +669,7 @@ fn flush_postings(page: &mut Vec<Posting>, pages: &mut Vec<PostingPage>, out: &m
 pub struct TimeTable(Vec<(u64, i64)>);
 
 /// Events between two points of a [`TimeTable`].
-pub const TIME_STRIDE: usize = 512;
+pub const TIME_STRIDE: usize = 128;
 
 impl TimeTable {
     fn build(by_seq: &[(u64, i64)]) -> TimeTable {
@@ -831,20 +835,27 @@ fn encode_archive_block(events: &[ArchivedEvent], times: &TimeTable, opts: &Arch
     }
     put_column(&mut m, sizes, 5, &col, codec, level)?;
 
-    // Seqs: zigzag differences from one past the previous, as byte planes
-    // (every low byte, then every next byte): the planes compress apart.
+    // Seqs: differences from one past the previous, as byte planes (every
+    // low byte, then every next byte): the planes compress apart. They are
+    // zigzag-coded only when one goes back (a timestamp older than its
+    // stream's previous one); otherwise the sign bit would cost a bit an
+    // event.
     col.clear();
     let mut prev = base_seq;
-    let deltas: Vec<u64> = events
+    let mut deltas: Vec<u64> = events
         .iter()
         .map(|e| {
-            let d = e.seq.wrapping_sub(prev) as i64;
+            let d = e.seq.wrapping_sub(prev);
             prev = e.seq.wrapping_add(1);
-            ((d << 1) ^ (d >> 63)) as u64
+            d
         })
         .collect();
+    let signed = deltas.iter().any(|d| (*d as i64) < 0);
+    if signed {
+        deltas.iter_mut().for_each(|d| *d = ((*d as i64) << 1 ^ ((*d as i64) >> 63)) as u64);
+    }
     let width = deltas.iter().map(|d| 8 - (d.leading_zeros() / 8) as usize).max().unwrap_or(0);
-    col.push(width as u8);
+    col.push(width as u8 | if signed { SEQ_ZIGZAG } else { 0 });
     for plane in 0..width {
         col.extend(deltas.iter().map(|d| (d >> (8 * plane)) as u8));
     }
@@ -954,7 +965,8 @@ pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, times: &TimeTabl
     }
     let stamps = column(&mut m, object, "timestamp")?;
     let seq_col = column(&mut m, object, "seq")?;
-    let width = *seq_col.first().ok_or_else(|| err("empty seq column"))? as usize;
+    let head = *seq_col.first().ok_or_else(|| err("empty seq column"))?;
+    let (width, signed) = ((head & !SEQ_ZIGZAG) as usize, head & SEQ_ZIGZAG != 0);
     if width > 8 || seq_col.len() != 1 + width * count {
         return Err(err("bad seq column"));
     }
@@ -962,8 +974,8 @@ pub fn decode_archive_block(bytes: &[u8], block: &ArchiveBlock, times: &TimeTabl
     let mut prev = base_seq;
     for i in 0..count {
         let z = (0..width).fold(0u64, |v, p| v | u64::from(seq_col[1 + p * count + i]) << (8 * p));
-        let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
-        let s = prev.wrapping_add(d as u64);
+        let d = if signed { (((z >> 1) as i64) ^ -((z & 1) as i64)) as u64 } else { z };
+        let s = prev.wrapping_add(d);
         seqs.push(s);
         prev = s.wrapping_add(1);
     }
