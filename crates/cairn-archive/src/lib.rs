@@ -64,17 +64,39 @@ pub struct SpaceRef {
     pub space: Space,
 }
 
-/// An open archive: its footer is read once, everything else by range.
-pub struct Archive {
+/// An archive's object, and what has been fetched from it.
+struct Object {
     store: Arc<dyn ObjectStore>,
     path: Path,
     name: String,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Object {
+    async fn fetch(&self, range: std::ops::Range<u64>) -> Result<Bytes, ArchiveError> {
+        let want = range.end - range.start;
+        let b = self.store.get_range(&self.path, range).await?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+        if b.len() as u64 != want {
+            return Err(cairn_format::Error::Corrupt(format!("{}: a range read gave {} bytes, not {want}", self.name, b.len())).into());
+        }
+        Ok(b)
+    }
+
+    fn fetched(&self) -> Fetched {
+        Fetched { requests: self.requests.load(Ordering::Relaxed), bytes: self.bytes.load(Ordering::Relaxed) }
+    }
+}
+
+/// An open archive: its footer is read once, everything else by range.
+pub struct Archive {
+    object: Object,
     size: u64,
     footer: ArchiveFooter,
     times: TimeTable,
     opening: Fetched,
-    requests: AtomicU64,
-    bytes: AtomicU64,
 }
 
 impl Archive {
@@ -90,44 +112,37 @@ impl Archive {
     /// range GET of its tail (two when the footer is larger than 64 KiB).
     pub async fn open(store: Arc<dyn ObjectStore>, path: Path) -> Result<Archive, ArchiveError> {
         let size = store.head(&path).await?.size;
-        let mut archive = Archive::open_sized(store, path, size).await?;
-        archive.requests.fetch_add(1, Ordering::Relaxed);
-        archive.opening.requests += 1;
-        Ok(archive)
+        Archive::open_counted(store, path, size, 1).await
     }
 
     /// [`Archive::open`] for a caller that knows the size: no HEAD.
     pub async fn open_sized(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result<Archive, ArchiveError> {
+        Archive::open_counted(store, path, size, 0).await
+    }
+
+    /// Opens with `heads` HEAD requests already made.
+    async fn open_counted(store: Arc<dyn ObjectStore>, path: Path, size: u64, heads: u64) -> Result<Archive, ArchiveError> {
         let name = path.to_string();
         if size < TRAILER_LEN as u64 {
             return Err(cairn_format::Error::Corrupt(format!("{name}: {size} bytes is too short for an archive")).into());
         }
-        let mut archive = Archive {
-            store,
-            path,
-            name,
-            size,
-            footer: empty_footer(),
-            times: TimeTable::default(),
-            opening: Fetched::default(),
-            requests: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-        };
+        let object = Object { store, path, name, requests: AtomicU64::new(heads), bytes: AtomicU64::new(0) };
         let start = size.saturating_sub(OPEN_READ);
-        let mut tail = archive.fetch(start..size).await?;
-        let t = decode_archive_trailer(&tail[tail.len() - TRAILER_LEN..], &archive.name)?;
+        let mut tail = object.fetch(start..size).await?;
+        let name = &object.name;
+        let t = decode_archive_trailer(&tail[tail.len() - TRAILER_LEN..], name)?;
         let tail_start = size.checked_sub(t.tail_len()).filter(|s| *s == t.footer_offset).ok_or_else(|| {
-            cairn_format::Error::Corrupt(format!("{}: the trailer's footer offset does not match the object's size", archive.name))
+            cairn_format::Error::Corrupt(format!("{name}: the trailer's footer offset does not match the object's size"))
         })?;
         if tail_start < start {
-            tail = archive.fetch(tail_start..size).await?;
+            tail = object.fetch(tail_start..size).await?;
         } else {
             tail = tail.slice((tail_start - start) as usize..);
         }
-        archive.footer = decode_archive_footer(&tail, tail_start, &archive.name)?;
-        archive.times = archive.footer.times(&archive.name)?;
-        archive.opening = archive.fetched();
-        Ok(archive)
+        let footer = decode_archive_footer(&tail, tail_start, name)?;
+        let times = footer.times(name)?;
+        let opening = object.fetched();
+        Ok(Archive { object, size, footer, times, opening })
     }
 
     pub fn footer(&self) -> &ArchiveFooter {
@@ -148,18 +163,11 @@ impl Archive {
     /// Requests (HEADs and range GETs) and bytes fetched so far, opening
     /// included.
     pub fn fetched(&self) -> Fetched {
-        Fetched { requests: self.requests.load(Ordering::Relaxed), bytes: self.bytes.load(Ordering::Relaxed) }
+        self.object.fetched()
     }
 
     async fn fetch(&self, range: std::ops::Range<u64>) -> Result<Bytes, ArchiveError> {
-        let want = range.end - range.start;
-        let b = self.store.get_range(&self.path, range).await?;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-        if b.len() as u64 != want {
-            return Err(cairn_format::Error::Corrupt(format!("{}: a range read gave {} bytes, not {want}", self.name, b.len())).into());
-        }
-        Ok(b)
+        self.object.fetch(range).await
     }
 
     /// The space `key` (the seed's `Find`), or `None`: its directory page
@@ -167,7 +175,7 @@ impl Archive {
     pub async fn space(&self, key: &str) -> Result<Option<SpaceRef>, ArchiveError> {
         let Some(i) = self.footer.space_page_for(key) else { return Ok(None) };
         let p = &self.footer.space_pages[i];
-        let page = decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)?;
+        let page = decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.object.name)?;
         let Ok(at) = page.binary_search_by(|s| s.key.as_str().cmp(key)) else { return Ok(None) };
         Ok(page.into_iter().nth(at).map(|space| SpaceRef { index: p.first_index + at as u64, space }))
     }
@@ -176,7 +184,7 @@ impl Archive {
     pub async fn spaces(&self) -> Result<Vec<Space>, ArchiveError> {
         let mut out = Vec::new();
         for p in &self.footer.space_pages {
-            out.extend(decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)?);
+            out.extend(decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.object.name)?);
         }
         Ok(out)
     }
@@ -206,7 +214,7 @@ impl Archive {
     }
 
     fn corrupt(&self, why: &str) -> ArchiveError {
-        cairn_format::Error::Corrupt(format!("{}: {why}", self.name)).into()
+        cairn_format::Error::Corrupt(format!("{}: {why}", self.object.name)).into()
     }
 
     /// The events of `value` of `key`, of one space or of all. An inlined
@@ -217,16 +225,16 @@ impl Archive {
         }
         let mut entries = Vec::new();
         for p in &self.footer.posting_pages[self.footer.posting_pages_for(key, value, space)] {
-            let page = decode_posting_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.name)?;
+            let page = decode_posting_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.object.name)?;
             entries.extend(page.into_iter().filter(|x| &x.key == key && x.value == value && space.is_none_or(|s| s == x.space)));
         }
         let mut ordinals = Vec::new();
         let mut inlined = Vec::new();
         let all_inline = entries.iter().all(|x| x.inline.is_some());
         for x in &entries {
-            let mine: Vec<u64> = x.decode(&self.name)?.into_iter().map(|o| x.first.checked_add(o).ok_or_else(|| self.corrupt("a posting overflows"))).collect::<Result<_, _>>()?;
+            let mine: Vec<u64> = x.decode(&self.object.name)?.into_iter().map(|o| x.first.checked_add(o).ok_or_else(|| self.corrupt("a posting overflows"))).collect::<Result<_, _>>()?;
             if all_inline {
-                let events = x.inlined(&self.times, &self.name)?.unwrap_or_default();
+                let events = x.inlined(mine.len(), &self.times, &self.object.name)?.unwrap_or_default();
                 inlined.extend(mine.into_iter().zip(events));
             } else {
                 ordinals.extend(mine);
@@ -242,26 +250,6 @@ impl Archive {
         }
         ordinals.sort_unstable();
         Ok(Scan::of_ordinals(self, ordinals, dir))
-    }
-}
-
-fn empty_footer() -> ArchiveFooter {
-    ArchiveFooter {
-        event_count: 0,
-        first_seq: 0,
-        end_seq: 0,
-        min_ts: 0,
-        max_ts: 0,
-        space: Key::Stream,
-        grouping: None,
-        indexes: Vec::new(),
-        blocks: Vec::new(),
-        space_pages: Vec::new(),
-        space_count: 0,
-        space_filter: cairn_format::bloom::Bloom::with_capacity(0),
-        posting_pages: Vec::new(),
-        value_filter: cairn_format::bloom::Bloom::with_capacity(0),
-        time_table: Vec::new(),
     }
 }
 
@@ -356,7 +344,7 @@ impl<'a> Scan<'a> {
         for (b, want) in steps {
             let blk = &blocks[b];
             let at = (blk.offset - start) as usize;
-            let events = decode_archive_block(&all[at..at + blk.len() as usize], blk, &self.archive.times, &self.archive.name)?;
+            let events = decode_archive_block(&all[at..at + blk.len() as usize], blk, &self.archive.times, &self.archive.object.name)?;
             let mut kept: Vec<ArchivedEvent> = events.into_iter().enumerate().filter(|(i, _)| want.keeps(blk.first + *i as u64)).map(|(_, e)| e).collect();
             if self.dir == Direction::Backward {
                 kept.reverse();

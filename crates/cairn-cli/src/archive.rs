@@ -3,7 +3,6 @@
 //! running.
 
 use std::io::{BufWriter, Write};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use cairn_archive::{Archive, ArchiveOptions, ArchivedEvent, Direction, Key};
@@ -212,8 +211,7 @@ impl ReadArchiveCmd {
         let archive = match &self.storage {
             None => Archive::open_file(&self.path).await?,
             Some(url) => {
-                let store: Arc<dyn object_store::ObjectStore> = cairn_engine::storage::open(url, &self.cloud.options())?;
-                let path = object_store::path::Path::parse(&self.path).map_err(|e| anyhow::anyhow!("{:?} is not an object key: {e}", self.path))?;
+                let (store, path) = crate::inspect::object_at(url, &self.cloud, &self.path)?;
                 Archive::open(store, path).await.with_context(|| format!("{} in {url}", self.path))?
             }
         };

@@ -61,13 +61,20 @@ impl Source {
     }
 }
 
+/// The storage at `url` and `key` as an object key in it (for `inspect`
+/// and `archive read --storage`).
+pub(crate) fn object_at(url: &str, cloud: &crate::serve::Cloud, key: &str) -> anyhow::Result<(Arc<dyn ObjectStore>, object_store::path::Path)> {
+    let store = cairn_engine::storage::open(url, &cloud.options())?;
+    let path = object_store::path::Path::parse(key).map_err(|e| anyhow::anyhow!("{key:?} is not an object key: {e}"))?;
+    Ok((store, path))
+}
+
 impl InspectCmd {
     pub async fn run(self) -> anyhow::Result<()> {
         let src = match &self.storage {
             None => Source::File(Bytes::from(std::fs::read(&self.path).with_context(|| format!("reading {}", self.path))?)),
             Some(url) => {
-                let store = cairn_engine::storage::open(url, &self.cloud.options())?;
-                let path = object_store::path::Path::parse(&self.path).map_err(|e| anyhow::anyhow!("{:?} is not an object key: {e}", self.path))?;
+                let (store, path) = object_at(url, &self.cloud, &self.path)?;
                 let size = store.head(&path).await.with_context(|| format!("{} in {url}", self.path))?.size;
                 Source::Object { store, path, size }
             }

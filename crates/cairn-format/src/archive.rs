@@ -208,10 +208,11 @@ pub struct Posting {
 }
 
 impl Posting {
-    /// The entry's events, if its value is inlined.
-    pub fn inlined(&self, times: &TimeTable, object: &str) -> Result<Option<Vec<ArchivedEvent>>, Error> {
+    /// The entry's events, if its value is inlined; `count` is how many
+    /// ordinals [`Posting::decode`] gave (the caller has them already).
+    pub fn inlined(&self, count: usize, times: &TimeTable, object: &str) -> Result<Option<Vec<ArchivedEvent>>, Error> {
         let Some((meta_len, bytes)) = &self.inline else { return Ok(None) };
-        let count = u32::try_from(self.decode(object)?.len()).map_err(|_| Error::Corrupt(format!("{object}: posting too long")))?;
+        let count = u32::try_from(count).map_err(|_| Error::Corrupt(format!("{object}: posting too long")))?;
         let data_len = (bytes.len() as u64).checked_sub(u64::from(*meta_len)).and_then(|l| u32::try_from(l).ok());
         let data_len = data_len.ok_or_else(|| Error::Corrupt(format!("{object}: inlined events: bad lengths")))?;
         let block = ArchiveBlock { offset: 0, meta_len: *meta_len, data_len, first: self.first, count };

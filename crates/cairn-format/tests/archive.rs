@@ -106,7 +106,7 @@ fn read(bytes: &[u8]) -> Result<Read, cairn_format::Error> {
         for x in decode_posting_page(slice(p.offset, u64::from(p.len)), "arc")? {
             let ords = x.decode("arc")?;
             firsts.insert(x.space, x.first);
-            if let Some(evs) = x.inlined(&times, "arc")? {
+            if let Some(evs) = x.inlined(ords.len(), &times, "arc")? {
                 inlined.extend(ords.iter().map(|o| x.first + o).zip(evs));
             }
             postings.entry((x.key, x.value, x.space)).or_default().extend(ords);
