@@ -57,6 +57,10 @@ pub enum AppendError {
     /// The condition's `after` is not a seq of the store yet.
     #[error("condition after={after} is beyond the end of the store ({next})")]
     ConditionBeyondEnd { after: u64, next: u64 },
+    /// The condition would look at events retention truncated; nothing was
+    /// appended.
+    #[error("the condition reaches before the store's first seq {first_seq} (truncated by retention)")]
+    ConditionTruncated { first_seq: u64 },
     /// Not known whether the batch was committed; retrying with the same
     /// event ids is safe.
     #[error("commit outcome unknown")]
@@ -80,6 +84,11 @@ pub enum ReadError {
     Invalid(String),
     #[error("position {from} is beyond the end ({next})")]
     PositionBeyondEnd { from: u64, next: u64 },
+    /// The read starts before what retention kept: the store's first seq,
+    /// and for a stream read the stream's first revision still stored
+    /// (`None` when none is).
+    #[error("position is before the store's first seq {first_seq} (truncated by retention)")]
+    Truncated { first_seq: u64, first_revision: Option<u64> },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -100,6 +109,32 @@ impl From<StoreError> for AppendError {
             StoreError::NotFound(s) => AppendError::StoreNotFound(s),
             StoreError::InvalidName(s) => AppendError::Invalid(format!("invalid store name {s:?}")),
             StoreError::Storage(e) => AppendError::Storage(e),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RetentionError {
+    #[error("store not found: {0}")]
+    StoreNotFound(String),
+    #[error("invalid retention: {0}")]
+    Invalid(String),
+    /// Not known whether the settings were committed; setting them again is
+    /// safe.
+    #[error("commit outcome unknown")]
+    CommitOutcomeUnknown,
+    #[error(transparent)]
+    Storage(StorageError),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl From<StoreError> for RetentionError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(s) => RetentionError::StoreNotFound(s),
+            StoreError::InvalidName(s) => RetentionError::Invalid(format!("invalid store name {s:?}")),
+            StoreError::Storage(e) => RetentionError::Storage(e),
         }
     }
 }

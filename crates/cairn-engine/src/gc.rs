@@ -76,6 +76,7 @@ pub(crate) async fn collect(store: &Store) -> Result<GcReport, StorageError> {
     // Segments and index objects.
     let m = store.refresh().await?;
     let mut live: HashSet<String> = m.segments.iter().map(|s| s.name.clone()).collect();
+    live.extend(m.heads.iter().map(|h| h.name.clone()));
     for idx in &m.indexes {
         live.insert(idx.name.clone());
         let f = store.index_footer(idx).await?;

@@ -51,7 +51,8 @@ use cairn_format::manifest::{Manifest, Root};
 use object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
 
-pub use error::{AppendError, ReadError, StorageError, StoreError, StreamConflict};
+pub use cairn_format::manifest::Retention;
+pub use error::{AppendError, ReadError, RetentionError, StorageError, StoreError, StreamConflict};
 pub use reader::{Direction, ReadEvent, StoreScan, StreamScan};
 use store::{json, read_root, Shared, Store};
 use writer::WriterMsg;
@@ -274,6 +275,23 @@ pub struct StoreInfo {
     pub last_ts: i64,
     /// Bytes of the segments and index objects that make up the store.
     pub bytes: u64,
+    /// The lowest seq still readable (retention truncated what is before).
+    pub first_seq: u64,
+    pub retention: Retention,
+}
+
+/// A store's retention settings and where its events now start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionInfo {
+    pub retention: Retention,
+    pub first_seq: u64,
+    pub next_seq: u64,
+}
+
+impl RetentionInfo {
+    fn of(m: &Manifest) -> Self {
+        RetentionInfo { retention: m.retention.clone(), first_seq: m.first_seq, next_seq: m.next_seq }
+    }
 }
 
 /// The node's clock, for event timestamps only (GC uses the store's clock).
@@ -309,7 +327,20 @@ pub struct Engine {
     /// Background work (GC), aborted at shutdown.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Writers, awaited at shutdown.
-    writers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    writers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+/// The store's writer, started if it is not running.
+fn writer_of(s: &Arc<Store>, clock: &Arc<dyn Clock>, writers: &Mutex<Vec<tokio::task::JoinHandle<()>>>) -> mpsc::Sender<WriterMsg> {
+    let mut w = s.writer.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = w.as_ref().filter(|tx| !tx.is_closed()) {
+        return tx.clone();
+    }
+    let (tx, rx) = mpsc::channel(s.shared.config.queue_depth);
+    let h = tokio::spawn(writer::run(s.clone(), rx, clock.clone()));
+    writers.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+    *w = Some(tx.clone());
+    tx
 }
 
 impl Engine {
@@ -329,7 +360,7 @@ impl Engine {
             config,
             observer,
         });
-        Arc::new(Engine { shared, clock, stores: Mutex::new(HashMap::new()), tasks: Mutex::new(Vec::new()), writers: Mutex::new(Vec::new()) })
+        Arc::new(Engine { shared, clock, stores: Mutex::new(HashMap::new()), tasks: Mutex::new(Vec::new()), writers: Arc::new(Mutex::new(Vec::new())) })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -423,6 +454,7 @@ impl Engine {
         drop(stores);
         if let Some(every) = self.shared.config.gc_interval {
             let weak = Arc::downgrade(&s);
+            let (clock, writers) = (self.clock.clone(), self.writers.clone());
             let h = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
@@ -432,6 +464,10 @@ impl Engine {
                     }
                     if let Err(e) = gc::collect(&s).await {
                         tracing::warn!(store = %s.paths.store, error = %e, "gc failed");
+                    }
+                    // A maximum age is applied on an idle store too.
+                    if !s.current().retention.is_empty() {
+                        let _ = writer_of(&s, &clock, &writers).send(WriterMsg::Enforce { reply: None }).await;
                     }
                 }
             });
@@ -453,7 +489,7 @@ impl Engine {
         let s = self.open(name).await?;
         let m = s.refresh().await?;
         // Segments behind index objects are listed in their footers (cached).
-        let mut bytes: u64 = m.segments.iter().map(|g| g.bytes).sum();
+        let mut bytes: u64 = m.segments.iter().map(|g| g.bytes).sum::<u64>() + m.heads.as_ref().map_or(0, |h| h.bytes);
         for i in &m.indexes {
             bytes += i.bytes + s.index_footer(i).await?.segments.iter().map(|g| g.bytes).sum::<u64>();
         }
@@ -467,6 +503,8 @@ impl Engine {
             index_objects: m.indexes.len(),
             last_ts: m.last_ts,
             bytes,
+            first_seq: m.first_seq,
+            retention: m.retention.clone(),
         })
     }
 
@@ -494,15 +532,41 @@ impl Engine {
     }
 
     fn writer_for(&self, s: &Arc<Store>) -> mpsc::Sender<WriterMsg> {
-        let mut w = s.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = w.as_ref().filter(|tx| !tx.is_closed()) {
-            return tx.clone();
+        writer_of(s, &self.clock, &self.writers)
+    }
+
+    /// The store's retention settings and first seq.
+    pub async fn retention(&self, store: &str) -> Result<RetentionInfo, RetentionError> {
+        let s = self.open(store).await?;
+        let m = s.refresh().await.map_err(|e| RetentionError::from(StoreError::from(e)))?;
+        Ok(RetentionInfo::of(&m))
+    }
+
+    /// Sets a store's retention. `truncate_before` takes effect at once for
+    /// reads (they answer [`ReadError::Truncated`] below it) and never moves
+    /// back; objects are dropped, whole, in the background as they empty
+    /// or pass `max_age_ms`, and deleted by GC after their grace.
+    pub async fn set_retention(&self, store: &str, retention: Retention) -> Result<RetentionInfo, RetentionError> {
+        if let Some(a) = retention.max_age_ms {
+            if a == 0 || a > i64::MAX as u64 {
+                return Err(RetentionError::Invalid(format!("max_age_ms={a} must be between 1 and {}", i64::MAX)));
+            }
         }
-        let (tx, rx) = mpsc::channel(self.shared.config.queue_depth);
-        let h = tokio::spawn(writer::run(s.clone(), rx, self.clock.clone()));
-        self.writers.lock().unwrap_or_else(|p| p.into_inner()).push(h);
-        *w = Some(tx.clone());
-        tx
+        let s = self.open(store).await?;
+        let (reply, rx) = oneshot::channel();
+        self.writer_for(&s).send(WriterMsg::SetRetention { retention, reply }).await.map_err(|_| RetentionError::ShuttingDown)?;
+        let m = rx.await.map_err(|_| RetentionError::ShuttingDown)??;
+        Ok(RetentionInfo::of(&m))
+    }
+
+    /// Drops now what retention lets go of, and answers once that is
+    /// committed.
+    pub async fn enforce_retention(&self, store: &str) -> Result<RetentionInfo, RetentionError> {
+        let s = self.open(store).await?;
+        let (reply, rx) = oneshot::channel();
+        self.writer_for(&s).send(WriterMsg::Enforce { reply: Some(reply) }).await.map_err(|_| RetentionError::ShuttingDown)?;
+        let m = rx.await.map_err(|_| RetentionError::ShuttingDown)??;
+        Ok(RetentionInfo::of(&m))
     }
 
     /// Appends a batch atomically; see [`writer`] for what is checked.

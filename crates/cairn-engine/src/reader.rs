@@ -75,7 +75,8 @@ pub(crate) async fn heads(store: &Store, m: &Manifest, names: &[&str]) -> Result
             None => true,
         });
     }
-    for idx in m.indexes.iter().rev() {
+    // Then the heads of streams whose objects retention dropped.
+    for idx in m.indexes.iter().rev().chain(m.heads.iter()) {
         if open.is_empty() {
             break;
         }
@@ -145,13 +146,16 @@ async fn stream_blocks(store: &Store, m: &Manifest, stream: &str) -> Result<Vec<
 pub(crate) async fn stream_events(store: &Arc<Store>, m: &Arc<Manifest>, stream: &str, from: u64, n: usize) -> Result<Vec<ReadEvent>, StorageError> {
     let mut scan = StreamScan::at(store.clone(), m.clone(), stream, Some(from), Direction::Forward, ReadOptions { limit: Some(n), tag: None }).await?;
     let mut out = Vec::new();
-    while let Some(chunk) = scan.next_chunk().await.map_err(|e| match e {
-        ReadError::Storage(s) => s,
-        other => StorageError::Backend(other.to_string()),
-    })? {
-        out.extend(chunk);
+    loop {
+        match scan.next_chunk().await {
+            Ok(Some(chunk)) => out.extend(chunk),
+            Ok(None) => return Ok(out),
+            // Retention dropped what was asked for: nothing there to find.
+            Err(ReadError::Truncated { .. }) => return Ok(out),
+            Err(ReadError::Storage(s)) => return Err(s),
+            Err(other) => return Err(StorageError::Backend(other.to_string())),
+        }
     }
-    Ok(out)
 }
 
 /// Finds ids among the events of the seq ranges `gaps`, by the segments' id
@@ -160,6 +164,8 @@ pub(crate) async fn find_ids(store: &Store, m: &Manifest, gaps: &[(u64, u64)], i
     let mut found = HashMap::new();
     let hashes: Vec<BloomHash> = ids.iter().map(|i| BloomHash::of(i)).collect();
     for &(from, to) in gaps {
+        // Ids of events retention dropped are not looked for.
+        let from = from.max(m.stored_from);
         for seg in store.segments_between(m, from, to).await? {
             let f = store.footer(&seg).await?;
             let mut blocks: Vec<usize> = Vec::new();
@@ -294,6 +300,9 @@ impl StoreScan {
         if from > view.next_seq {
             return Err(ReadError::PositionBeyondEnd { from, next: view.next_seq });
         }
+        if from < view.first_seq {
+            return Err(ReadError::Truncated { first_seq: view.first_seq, first_revision: None });
+        }
         let budget = store.shared.config.tag_scan_budget;
         let mut s = StoreScan {
             store,
@@ -312,8 +321,8 @@ impl StoreScan {
         for attempt in 0.. {
             match s.plan().await {
                 Ok(()) => break,
-                Err(StorageError::NotFound(_)) if attempt < 3 => s.view = s.store.refresh().await?,
-                Err(e) => return Err(e.into()),
+                Err(ReadError::Storage(StorageError::NotFound(_))) if attempt < 3 => s.view = s.store.refresh().await?,
+                Err(e) => return Err(e),
             }
         }
         Ok(s)
@@ -329,7 +338,10 @@ impl StoreScan {
         self.end
     }
 
-    async fn plan(&mut self) -> Result<(), StorageError> {
+    async fn plan(&mut self) -> Result<(), ReadError> {
+        if self.pos < self.view.first_seq {
+            return Err(ReadError::Truncated { first_seq: self.view.first_seq, first_revision: None });
+        }
         self.units.clear();
         self.inflight = FuturesOrdered::new();
         self.segments = self.store.segments_between(&self.view, self.pos, self.end).await?.into();
@@ -529,6 +541,9 @@ pub struct StreamScan {
     depth: usize,
     /// The last revision of the stream when the read started.
     head: Option<u64>,
+    /// The store's first seq (events before it were truncated).
+    first_seq: u64,
+    returned_any: bool,
 }
 
 /// A block being fetched and decoded: the stream's events in it, with
@@ -564,6 +579,8 @@ impl StreamScan {
             inflight: VecDeque::new(),
             depth: 1,
             head: None,
+            first_seq: 0,
+            returned_any: false,
         };
         s.plan(&view, from).await?;
         Ok(s)
@@ -586,6 +603,7 @@ impl StreamScan {
         }
         let all = stream_blocks(&self.store, view, &self.stream).await?;
         self.head = head(&self.store, view, &self.stream).await?;
+        self.first_seq = view.first_seq;
         let ends: Vec<u64> = all.iter().skip(1).map(|b| b.first_revision).chain(self.head.map(|h| h + 1)).collect();
         match self.direction {
             Direction::Forward => {
@@ -623,6 +641,15 @@ impl StreamScan {
                 self.inflight.push_back((loc, task));
             }
             let Some((loc, task)) = self.inflight.pop_front() else {
+                // Revisions left that no block holds were truncated.
+                let truncated = self.first_seq > 0
+                    && match self.direction {
+                        Direction::Forward => self.head.is_some_and(|h| cursor <= h),
+                        Direction::Backward => !self.returned_any,
+                    };
+                if truncated {
+                    return Err(ReadError::Truncated { first_seq: self.first_seq, first_revision: None });
+                }
                 if self.direction == Direction::Forward {
                     self.next = Some(self.head.map_or(cursor, |h| cursor.max(h + 1)));
                 }
@@ -642,11 +669,17 @@ impl StreamScan {
                 Err(e) => return Err(e.into()),
             };
             let mut out = Vec::new();
-            let mine = evs.into_iter();
+            let first_seq = self.first_seq;
+            let mine = evs.into_iter().filter(|(index, _)| loc.base_seq + u64::from(*index) >= first_seq);
             let pick = |index: u32, event: Event| ReadEvent { seq: loc.base_seq + u64::from(index), event };
             match self.direction {
                 Direction::Forward => {
                     for (index, e) in mine.filter(|(_, e)| e.revision >= cursor) {
+                        // Revisions are dense: a gap before the first one
+                        // kept is what retention truncated.
+                        if self.next.is_some_and(|n| e.revision > n) {
+                            return Err(ReadError::Truncated { first_seq, first_revision: Some(e.revision) });
+                        }
                         self.next = Some(e.revision + 1);
                         if has_tag(&e, &self.tag) {
                             out.push(pick(index, e));
@@ -671,6 +704,7 @@ impl StreamScan {
                 }
             }
             if !out.is_empty() {
+                self.returned_any = true;
                 return Ok(Some(out));
             }
         }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_format::index::{IndexBuilder, SegmentRef};
-use cairn_format::manifest::IndexRef;
+use cairn_format::index::{HeadsBuilder, IndexBuilder, SegmentRef};
+use cairn_format::manifest::{IndexRef, Manifest};
 use cairn_format::segment::{encode_footer, merge_footers, MergeInput};
 use object_store::buffered::BufWriter;
 use futures::{StreamExt, TryStreamExt};
@@ -35,6 +35,12 @@ pub enum ReplacementKind {
     RollUp { replaced: Vec<String>, index: IndexRef, since_ms: i64 },
     /// `replaced` are adjacent index objects.
     MergeIndexes { replaced: Vec<String>, index: IndexRef, since_ms: i64 },
+    /// Retention: the first `indexes` index objects and then the first
+    /// `segments` recent segments are dropped (everything before `end`);
+    /// `heads` (replacing `old_heads`) keeps their streams' last revisions.
+    /// `retire` lists every object dropped, the segments behind the index
+    /// objects too.
+    Truncate { indexes: Vec<String>, segments: Vec<String>, old_heads: Option<String>, heads: Option<IndexRef>, end: u64, retire: Vec<String>, since_ms: i64 },
 }
 
 /// Uploads an index object and returns its reference and the store's clock
@@ -42,7 +48,11 @@ pub enum ReplacementKind {
 async fn upload_index(store: &Store, b: IndexBuilder) -> Result<(IndexRef, i64), StorageError> {
     let cfg = &store.shared.config;
     let (codec, level) = (cfg.encode.codec, cfg.encode.zstd_level);
-    let enc = tokio::task::spawn_blocking(move || b.finish(codec, level))
+    upload_encoded(store, move || b.finish(codec, level)).await
+}
+
+async fn upload_encoded(store: &Store, encode: impl FnOnce() -> Result<cairn_format::index::EncodedIndex, cairn_format::Error> + Send + 'static) -> Result<(IndexRef, i64), StorageError> {
+    let enc = tokio::task::spawn_blocking(encode)
         .await
         .map_err(|e| StorageError::Backend(format!("index task: {e}")))??;
     let name = index_name();
@@ -135,4 +145,80 @@ pub(crate) async fn merge_indexes(store: &Store, indexes: Vec<IndexRef>) -> Resu
     let (index, since_ms) = upload_index(store, b).await?;
     let kind = ReplacementKind::MergeIndexes { replaced: chosen.iter().map(|x| x.name.clone()).collect(), index, since_ms };
     Ok(Replacement { kind, made })
+}
+
+/// What retention lets go of in `m` as of `now_ms` (the node's clock, which
+/// event timestamps come from): whole objects from the oldest end, those
+/// entirely before `m.first_seq` or whose newest event is older than the
+/// maximum age. `None` when nothing is due.
+pub(crate) async fn truncate(store: &Store, m: &Manifest, now_ms: i64) -> Result<Option<Replacement>, StorageError> {
+    let made = std::time::Instant::now();
+    let cutoff = m.retention.max_age_ms.map(|a| now_ms.saturating_sub(i64::try_from(a).unwrap_or(i64::MAX)));
+    let old = |end: u64, max_ts: i64| end <= m.first_seq || cutoff.is_some_and(|c| max_ts < c);
+    let mut heads = HeadsBuilder::new();
+    let mut retire = Vec::new();
+    let mut indexes = Vec::new();
+    let mut end = m.stored_from;
+    for idx in &m.indexes {
+        let f = store.index_footer(idx).await?;
+        let max_ts = f.segments.iter().map(|s| s.max_ts).max().unwrap_or(i64::MIN);
+        if !old(idx.end_seq, max_ts) {
+            break;
+        }
+        let pages: Vec<_> = futures::stream::iter(f.pages.iter().cloned().map(|p| async move { store.page(&idx.name, &p).await }))
+            .buffered(FETCHES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for page in &pages {
+            for s in page.iter() {
+                heads.add(&s.name, s.last_revision);
+            }
+        }
+        indexes.push(idx.name.clone());
+        retire.push(idx.name.clone());
+        retire.extend(f.segments.iter().map(|s| s.name.clone()));
+        end = idx.end_seq;
+    }
+    let mut segments = Vec::new();
+    if indexes.len() == m.indexes.len() {
+        for seg in &m.segments {
+            if !old(seg.end_seq(), seg.max_ts) {
+                break;
+            }
+            let f = store.footer(seg).await?;
+            for s in &f.streams {
+                heads.add(&s.name, s.last_revision());
+            }
+            segments.push(seg.name.clone());
+            retire.push(seg.name.clone());
+            end = seg.end_seq();
+        }
+    }
+    if indexes.is_empty() && segments.is_empty() {
+        return Ok(None);
+    }
+    let old_heads = m.heads.as_ref().map(|h| h.name.clone());
+    if let Some(h) = &m.heads {
+        let f = store.index_footer(h).await?;
+        for p in &f.pages {
+            for s in store.page(&h.name, p).await?.iter() {
+                heads.add(&s.name, s.last_revision);
+            }
+        }
+        retire.push(h.name.clone());
+    }
+    let streams = heads.len();
+    let (heads, since_ms) = if heads.is_empty() {
+        let clock = store.paths.clock();
+        store.shared.objects.put(&clock, Bytes::from_static(b"{}")).await?;
+        (None, store.shared.objects.head(&clock).await?.last_modified.timestamp_millis())
+    } else {
+        let cfg = &store.shared.config;
+        let (codec, level) = (cfg.encode.codec, cfg.encode.zstd_level);
+        let (r, since) = upload_encoded(store, move || heads.finish(end, codec, level)).await?;
+        (Some(r), since)
+    };
+    tracing::info!(store = %store.paths.store, index_objects = indexes.len(), segments = segments.len(), end, streams, "retention drops objects");
+    let kind = ReplacementKind::Truncate { indexes, segments, old_heads, heads, end, retire, since_ms };
+    Ok(Some(Replacement { kind, made }))
 }

@@ -20,12 +20,12 @@ use bytes::Bytes;
 use cairn_format::block::Event;
 use cairn_format::bloom::BloomHash;
 use cairn_format::index::SegmentRef;
-use cairn_format::manifest::{Manifest, Retired};
+use cairn_format::manifest::{Manifest, Retention, Retired};
 use cairn_format::segment::{encode_segment, EncodedSegment};
 use rand::RngExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{AppendError, StorageError, StreamConflict};
+use crate::error::{AppendError, RetentionError, StorageError, StreamConflict};
 use crate::objects::CreateOutcome;
 use crate::reader;
 use crate::rollup::{self, Replacement, ReplacementKind};
@@ -38,7 +38,17 @@ const MAX_RETIRED: usize = 128;
 pub(crate) enum WriterMsg {
     /// `checked_to`: the batch's condition was found to hold below this seq.
     Append { batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>>, checked_to: u64 },
+    /// Sets the store's retention: a manifest version of its own.
+    SetRetention { retention: Retention, reply: oneshot::Sender<Result<Arc<Manifest>, RetentionError>> },
+    /// Lets retention drop what it may now (`reply`: when that is committed).
+    Enforce { reply: Option<oneshot::Sender<Result<Arc<Manifest>, RetentionError>>> },
+    /// A truncation prepared in the background, to be committed.
+    Truncation(Result<Option<Replacement>, StorageError>),
 }
+
+/// How often, at most, the writer looks for objects past a maximum age
+/// after its commits (the GC tick looks too).
+const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Checks what can be checked without storage. A batch that fails here
 /// changes nothing.
@@ -114,6 +124,9 @@ fn validate_condition(c: &AppendCondition) -> Result<(), String> {
 pub(crate) async fn precheck(s: &Store, c: &AppendCondition, ids: bool) -> Result<u64, AppendError> {
     let from = c.first_seq();
     let view = s.current();
+    if from < view.first_seq {
+        return Err(AppendError::ConditionTruncated { first_seq: view.first_seq });
+    }
     if from >= view.next_seq {
         return Ok(from);
     }
@@ -258,6 +271,13 @@ struct Writer {
     /// half of it N+1 cannot be a collected version's name, and a created
     /// N+1 needs no look at the GC boundary before it is acknowledged.
     view_confirmed: Option<Instant>,
+    /// Messages other than appends, taken off the queue while batching.
+    control: VecDeque<WriterMsg>,
+    /// A truncation being prepared in the background.
+    truncating: bool,
+    /// Waiting for the truncation in progress to be committed.
+    enforce_waiters: Vec<oneshot::Sender<Result<Arc<Manifest>, RetentionError>>>,
+    last_age_check: Option<Instant>,
 }
 
 /// A batch prepared and uploaded on the assumption that the batch before it
@@ -273,19 +293,48 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
     let known = store.known_boundary();
     let view = store.current();
     let window = IdWindow::new(view.window_start, view.next_seq);
-    let mut w = Writer { store, clock, cfg, view, known, heads: HashMap::new(), window, maintenance: None, ready: None, carry: Vec::new(), staged: None, last_was_rollup: false, view_confirmed: None };
+    let mut w = Writer {
+        store,
+        clock,
+        cfg,
+        view,
+        known,
+        heads: HashMap::new(),
+        window,
+        maintenance: None,
+        ready: None,
+        carry: Vec::new(),
+        staged: None,
+        last_was_rollup: false,
+        view_confirmed: None,
+        control: VecDeque::new(),
+        truncating: false,
+        enforce_waiters: Vec::new(),
+        last_age_check: None,
+    };
     // Requests in the last commit: the linger is for writers that come
     // together (closed-loop clients whose answers went out at once come
     // back at once); a lone writer is not made to wait for company.
     let mut last_batch = 0;
     loop {
+        if let Some(msg) = w.control.pop_front() {
+            w.handle_control(msg).await;
+            continue;
+        }
         if !w.carry.is_empty() {
             let reqs = std::mem::take(&mut w.carry);
             last_batch = reqs.len();
             w.commit(reqs, &mut rx).await;
             continue;
         }
-        let Some(WriterMsg::Append { batch, reply, checked_to }) = rx.recv().await else { break };
+        let (batch, reply, checked_to) = match rx.recv().await {
+            Some(WriterMsg::Append { batch, reply, checked_to }) => (batch, reply, checked_to),
+            Some(other) => {
+                w.handle_control(other).await;
+                continue;
+            }
+            None => break,
+        };
         let mut reqs = vec![Pending::new(batch, reply, checked_to)];
         let mut bytes = reqs[0].bytes();
         let linger = if last_batch > 1 { w.cfg.linger } else { Duration::ZERO };
@@ -296,7 +345,14 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(linger_until, rx.recv()).await.ok().flatten(),
             };
-            let Some(WriterMsg::Append { batch, reply, checked_to }) = msg else { break };
+            let (batch, reply, checked_to) = match msg {
+                Some(WriterMsg::Append { batch, reply, checked_to }) => (batch, reply, checked_to),
+                Some(other) => {
+                    w.control.push_back(other);
+                    break;
+                }
+                None => break,
+            };
             let p = Pending::new(batch, reply, checked_to);
             bytes += p.bytes();
             reqs.push(p);
@@ -445,7 +501,8 @@ impl Writer {
                 // create (at most once per root_check_interval), not before
                 // it: no extra round trip on the path of an ack. A failed
                 // look is not a deletion; the next commit asks again.
-                let (live, r) = tokio::join!(store.check_root(), committer.create_resolved(&next, bytes, &seg_name, deadline));
+                let ours = |m: &Manifest| m.segments.iter().any(|s| s.name == seg_name) || m.retired.iter().any(|r| r.name == seg_name);
+                let (live, r) = tokio::join!(store.check_root(), committer.create_resolved(&next, bytes, &ours, deadline));
                 if matches!(r, Resolved::Committed) {
                     if live.unwrap_or(true) {
                         // Readers and long-polls on this node see it at once.
@@ -517,7 +574,14 @@ impl Writer {
     async fn stage_next(&mut self, rx: &mut mpsc::Receiver<WriterMsg>, prep: &Prepared, next: &Manifest) {
         let mut bytes = 0;
         while bytes < self.cfg.max_batch_bytes {
-            let Ok(WriterMsg::Append { batch, reply, checked_to }) = rx.try_recv() else { break };
+            let (batch, reply, checked_to) = match rx.try_recv() {
+                Ok(WriterMsg::Append { batch, reply, checked_to }) => (batch, reply, checked_to),
+                Ok(other) => {
+                    self.control.push_back(other);
+                    break;
+                }
+                Err(_) => break,
+            };
             let p = Pending::new(batch, reply, checked_to);
             bytes += p.bytes();
             self.carry.push(p);
@@ -633,6 +697,10 @@ impl Writer {
                     replies.push((ri, Err(AppendError::ConditionBeyondEnd { after: after.unwrap_or(0), next })));
                     continue;
                 }
+                Verdict::Truncated(first_seq) => {
+                    replies.push((ri, Err(AppendError::ConditionTruncated { first_seq })));
+                    continue;
+                }
             }
             if !conflicts.is_empty() {
                 if !final_409 || on_top.is_some() {
@@ -703,6 +771,9 @@ impl Writer {
             }
             tracing::debug!(after, next, "condition after the end of the store");
             return Ok(Verdict::BeyondEnd(next));
+        }
+        if c.first_seq() < self.view.first_seq {
+            return Ok(Verdict::Truncated(self.view.first_seq));
         }
         if req.checked_to < next {
             if reader::first_match(&self.store, &self.view, req.checked_to, next, c).await?.is_some() {
@@ -870,6 +941,7 @@ impl Writer {
         }
         caches.put_footer(name, Arc::new(seg.footer));
         self.maybe_start_maintenance();
+        self.maybe_start_truncation();
     }
 
     fn maybe_start_maintenance(&mut self) {
@@ -908,6 +980,151 @@ impl Writer {
                     Err(e) => tracing::warn!(error = %e, "roll-up task failed"),
                 }
             }
+        }
+    }
+
+    async fn handle_control(&mut self, msg: WriterMsg) {
+        match msg {
+            WriterMsg::Append { .. } => unreachable!("appends are not control messages"),
+            WriterMsg::SetRetention { retention, reply } => {
+                let r = self.set_retention(&retention).await;
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok {
+                    self.start_truncation();
+                }
+            }
+            WriterMsg::Enforce { reply } => {
+                if let Some(tx) = reply {
+                    self.enforce_waiters.push(tx);
+                }
+                self.start_truncation();
+                if !self.truncating {
+                    let view = self.view.clone();
+                    self.enforce_waiters.drain(..).for_each(|tx| drop(tx.send(Ok(view.clone()))));
+                }
+            }
+            WriterMsg::Truncation(prepared) => {
+                self.truncating = false;
+                let r = match prepared {
+                    Ok(Some(t)) => self.commit_change(&|m| Ok(t.apply(m)), &|m| match &t.kind {
+                        ReplacementKind::Truncate { end, .. } => m.stored_from >= *end,
+                        _ => false,
+                    }).await,
+                    Ok(None) => Ok(self.view.clone()),
+                    Err(e) => Err(RetentionError::Storage(e)),
+                };
+                if let Err(e) = &r {
+                    tracing::warn!(store = %self.store.paths.store, error = %e, "retention failed; will retry");
+                }
+                self.enforce_waiters.drain(..).for_each(|tx| drop(tx.send(r.clone())));
+            }
+        }
+    }
+
+    /// Commits the store's new retention settings; a `truncate_before`
+    /// moves the first seq at once (reads below it are refused from now
+    /// on), the objects go as they empty.
+    async fn set_retention(&mut self, retention: &Retention) -> Result<Arc<Manifest>, RetentionError> {
+        // The end of the store is checked against the newest manifest.
+        self.rebase_to_newest().await.map_err(RetentionError::Storage)?;
+        let change = |m: &mut Manifest| {
+            if let Some(t) = retention.truncate_before.filter(|t| *t > m.next_seq) {
+                return Err(RetentionError::Invalid(format!("truncate_before={t} is beyond the end of the store (next seq {})", m.next_seq)));
+            }
+            let first_seq = m.first_seq.max(retention.truncate_before.unwrap_or(0));
+            if m.retention == *retention && m.first_seq == first_seq {
+                return Ok(false);
+            }
+            m.retention = retention.clone();
+            m.first_seq = first_seq;
+            Ok(true)
+        };
+        let floor = retention.truncate_before.unwrap_or(0);
+        self.commit_change(&change, &|m| m.retention == *retention && m.first_seq >= floor).await
+    }
+
+    /// Commits a manifest version that only changes metadata (no segment),
+    /// on top of the newest manifest: `change` edits a copy of it (false:
+    /// nothing to change); `ours` tells whether a manifest holds the change.
+    async fn commit_change(&mut self, change: &(dyn Fn(&mut Manifest) -> Result<bool, RetentionError> + Sync), ours: &(dyn Fn(&Manifest) -> bool + Sync)) -> Result<Arc<Manifest>, RetentionError> {
+        let deadline = Instant::now() + self.cfg.commit_timeout;
+        let mut attempt = 0u32;
+        loop {
+            let mut next = (*self.view).clone();
+            if !change(&mut next)? {
+                return Ok(self.view.clone());
+            }
+            next.version += 1;
+            next.parent_commit_id = Some(next.commit_id.clone());
+            next.commit_id = ulid::Ulid::generate().to_string();
+            if next.retired.len() > MAX_RETIRED {
+                let extra = next.retired.len() - MAX_RETIRED;
+                next.retired.drain(..extra);
+            }
+            let bytes = Bytes::from(next.encode().map_err(|e| RetentionError::Storage(e.into()))?);
+            let fresh = self.view_confirmed.is_some_and(|t| t.elapsed() < self.cfg.manifest_retention / 2);
+            let mut committer = Committer { store: self.store.clone(), known: self.known, fresh, create_started: None };
+            let resolved = committer.create_resolved(&next, bytes, ours, deadline).await;
+            self.known = committer.known;
+            match resolved {
+                Resolved::Committed => {
+                    self.view_confirmed = committer.create_started;
+                    let next = Arc::new(next);
+                    self.view = next.clone();
+                    self.store.publish(next.clone());
+                    tracing::info!(store = %self.store.paths.store, version = next.version, first_seq = next.first_seq, "manifest changed");
+                    return Ok(next);
+                }
+                Resolved::Conflict => {
+                    attempt += 1;
+                    if Instant::now() >= deadline {
+                        return Err(RetentionError::Storage(StorageError::Backend("too many conflicting commits".into())));
+                    }
+                    let ms = rand::rng().random_range(1..=(5u64 << attempt.min(6)));
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    self.rebase_to_newest().await.map_err(RetentionError::Storage)?;
+                }
+                Resolved::Failed(e) => return Err(RetentionError::Storage(e)),
+                Resolved::Unknown => {
+                    self.restart_from_storage().await;
+                    return Err(RetentionError::CommitOutcomeUnknown);
+                }
+            }
+        }
+    }
+
+    /// Starts preparing a truncation of what retention lets go of, unless
+    /// one is being prepared; it comes back as a `Truncation` message.
+    fn start_truncation(&mut self) {
+        if self.truncating || (self.view.retention.is_empty() && self.view.first_seq == self.view.stored_from) {
+            return;
+        }
+        self.truncating = true;
+        self.last_age_check = Some(Instant::now());
+        let (store, view, now) = (self.store.clone(), self.view.clone(), self.clock.now_ms());
+        tokio::spawn(async move {
+            let r = rollup::truncate(&store, &view, now).await;
+            let tx = store.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(tx) = tx {
+                let _ = tx.send(WriterMsg::Truncation(r)).await;
+            }
+        });
+    }
+
+    /// After a commit: whether retention may drop something now (objects
+    /// wholly before the first seq, or, at most every
+    /// [`AGE_CHECK_INTERVAL`], objects past the maximum age).
+    fn maybe_start_truncation(&mut self) {
+        let m = &self.view;
+        if m.retention.is_empty() && m.first_seq == m.stored_from {
+            return;
+        }
+        let oldest_end = m.indexes.first().map(|i| i.end_seq).or_else(|| m.segments.first().map(|s| s.end_seq()));
+        let emptied = oldest_end.is_some_and(|e| e <= m.first_seq);
+        let age_due = m.retention.max_age_ms.is_some() && self.last_age_check.is_none_or(|t| t.elapsed() >= AGE_CHECK_INTERVAL);
+        if emptied || age_due {
+            self.start_truncation();
         }
     }
 
@@ -965,7 +1182,9 @@ struct Committer {
 
 impl Committer {
     /// Creates N+1 and resolves what the answer means.
-    async fn create_resolved(&mut self, next: &Manifest, bytes: Bytes, seg: &str, deadline: Instant) -> Resolved {
+    /// `ours` says whether a manifest holds this commit's change (asked of
+    /// the newest manifest when a GC boundary makes N+1 suspect).
+    async fn create_resolved(&mut self, next: &Manifest, bytes: Bytes, ours: &(dyn Fn(&Manifest) -> bool + Sync), deadline: Instant) -> Resolved {
         // A boundary this node already knows (learned by its own GC, a
         // reader or an earlier commit) may put N+1 below the floor: then
         // the view is behind, N+1 was someone's and is collected, and a
@@ -991,7 +1210,7 @@ impl Committer {
                 attempted = true;
                 self.create_started.get_or_insert_with(Instant::now);
                 if let Ok(Ok(CreateOutcome::Created)) = tokio::time::timeout(left, objects.create(&path, bytes.clone())).await {
-                    return self.check_boundary(next, seg, deadline).await;
+                    return self.check_boundary(next, ours, deadline).await;
                 }
                 // AlreadyExists, an error or a timeout: none of them says
                 // who won. Read back.
@@ -999,7 +1218,7 @@ impl Committer {
             }
             let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
             match tokio::time::timeout(left, load_manifest(objects, &self.store.paths, next.version)).await {
-                Ok(Ok(Some(m))) if m.commit_id == next.commit_id => return self.check_boundary(next, seg, deadline).await,
+                Ok(Ok(Some(m))) if m.commit_id == next.commit_id => return self.check_boundary(next, ours, deadline).await,
                 Ok(Ok(Some(_))) => return Resolved::Conflict,
                 Ok(Ok(None)) => put_needed = true,
                 Ok(Err(e)) => {
@@ -1023,7 +1242,7 @@ impl Committer {
     /// a commit acknowledged through the look below can leave the view
     /// behind a floor learned on the way (the chain went on meanwhile), and
     /// the next N+1 from that view is then a collected name, created anew.
-    async fn check_boundary(&mut self, next: &Manifest, seg: &str, deadline: Instant) -> Resolved {
+    async fn check_boundary(&mut self, next: &Manifest, ours: &(dyn Fn(&Manifest) -> bool + Sync), deadline: Instant) -> Resolved {
         if self.fresh && next.version >= self.known.floor {
             return Resolved::Committed;
         }
@@ -1038,7 +1257,7 @@ impl Committer {
                     }
                     self.store.learn_boundary(self.known);
                     return match self.store.reload_cold().await {
-                        Ok(m) if m.segments.iter().any(|s| s.name == seg) || m.retired.iter().any(|r| r.name == seg) => Resolved::Committed,
+                        Ok(m) if ours(&m) => Resolved::Committed,
                         Ok(_) => Resolved::Conflict,
                         Err(_) => Resolved::Unknown,
                     };
@@ -1098,6 +1317,8 @@ enum Verdict {
     Fails,
     /// `after` is not a seq of the store (whose next seq this is).
     BeyondEnd(u64),
+    /// What the condition looks at starts before the store's first seq.
+    Truncated(u64),
 }
 
 enum Found {
@@ -1137,6 +1358,23 @@ impl Replacement {
                 }
                 m.indexes.splice(i..i + n, [index.clone()]);
                 m.retired.extend(replaced.iter().map(|name| Retired { name: name.clone(), since_ms: *since_ms }));
+                true
+            }
+            ReplacementKind::Truncate { indexes, segments, old_heads, heads, end, retire, since_ms } => {
+                let (ni, ns) = (indexes.len(), segments.len());
+                let holds = m.indexes.len() >= ni
+                    && m.indexes[..ni].iter().zip(indexes).all(|(x, r)| &x.name == r)
+                    && (ns == 0 || (m.indexes.len() == ni && m.segments.len() >= ns && m.segments[..ns].iter().zip(segments).all(|(x, r)| &x.name == r)))
+                    && m.heads.as_ref().map(|h| &h.name) == old_heads.as_ref();
+                if !holds {
+                    return false;
+                }
+                m.indexes.drain(..ni);
+                m.segments.drain(..ns);
+                m.heads = heads.clone();
+                m.stored_from = *end;
+                m.first_seq = m.first_seq.max(*end);
+                m.retired.extend(retire.iter().map(|name| Retired { name: name.clone(), since_ms: *since_ms }));
                 true
             }
         }

@@ -228,45 +228,85 @@ impl IndexBuilder {
             return Err(Error::Invalid("an index object covers at least one segment".into()));
         };
         let (first_seq, end_seq) = (first.base_seq, last.end_seq());
-        let stream_count = self.streams.len() as u64;
-        let stream_filter = Bloom::from_items(self.streams.keys().map(|s| s.as_bytes()).collect::<Vec<_>>().into_iter());
-        let mut bytes = Vec::new();
-        let mut pages = Vec::new();
-        let mut page: Vec<StreamRuns> = Vec::new();
-        let mut page_size = 0;
-        let mut flush = |page: &mut Vec<StreamRuns>, bytes: &mut Vec<u8>| -> Result<(), Error> {
-            if page.is_empty() {
-                return Ok(());
-            }
-            let raw = postcard::to_stdvec(&*page).map_err(|e| Error::Invalid(format!("index page: {e}")))?;
-            let frame = frame(&raw, codec, zstd_level)?;
-            pages.push(PageMeta {
-                first: page[0].name.clone(),
-                last: page[page.len() - 1].name.clone(),
-                offset: bytes.len() as u64,
-                len: frame.len() as u32,
-            });
-            bytes.extend_from_slice(&frame);
-            page.clear();
-            Ok(())
-        };
-        for (_, s) in self.streams {
-            page_size += s.name.len() + 16 + s.runs.iter().map(|r| 16 + r.blocks.len() * 20).sum::<usize>();
-            page.push(s);
-            if page_size >= PAGE_TARGET {
-                flush(&mut page, &mut bytes)?;
-                page_size = 0;
+        encode_index(first_seq, end_seq, self.segments, self.streams, codec, zstd_level)
+    }
+}
+
+/// The last revisions of streams whose objects retention dropped, encoded
+/// as an index object with no segments and no runs (a stream table only).
+#[derive(Default)]
+pub struct HeadsBuilder {
+    streams: BTreeMap<String, StreamRuns>,
+}
+
+impl HeadsBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `stream` reached `last_revision` (the highest one wins).
+    pub fn add(&mut self, stream: &str, last_revision: u64) {
+        match self.streams.get_mut(stream) {
+            Some(s) => s.last_revision = s.last_revision.max(last_revision),
+            None => {
+                self.streams.insert(stream.to_string(), StreamRuns { name: stream.to_string(), last_revision, runs: Vec::new() });
             }
         }
-        flush(&mut page, &mut bytes)?;
-        let footer = IndexFooter { first_seq, end_seq, segments: self.segments, pages, stream_filter, stream_count };
-        let footer_offset = bytes.len() as u64;
-        let body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("index footer: {e}")))?;
-        let body = encode_tail(body, INDEX_MAGIC, INDEX_VERSION, 0, footer_offset)?;
-        let footer_len = body.len() as u32;
-        bytes.extend_from_slice(&body);
-        Ok(EncodedIndex { bytes, footer_offset, footer_len, footer })
     }
+
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Encodes the heads of every stream with events before `end_seq`.
+    pub fn finish(self, end_seq: u64, codec: Codec, zstd_level: i32) -> Result<EncodedIndex, Error> {
+        encode_index(end_seq, end_seq, Vec::new(), self.streams, codec, zstd_level)
+    }
+}
+
+fn encode_index(first_seq: u64, end_seq: u64, segments: Vec<SegmentRef>, streams: BTreeMap<String, StreamRuns>, codec: Codec, zstd_level: i32) -> Result<EncodedIndex, Error> {
+    let stream_count = streams.len() as u64;
+    let stream_filter = Bloom::from_items(streams.keys().map(|s| s.as_bytes()).collect::<Vec<_>>().into_iter());
+    let mut bytes = Vec::new();
+    let mut pages = Vec::new();
+    let mut page: Vec<StreamRuns> = Vec::new();
+    let mut page_size = 0;
+    let mut flush = |page: &mut Vec<StreamRuns>, bytes: &mut Vec<u8>| -> Result<(), Error> {
+        if page.is_empty() {
+            return Ok(());
+        }
+        let raw = postcard::to_stdvec(&*page).map_err(|e| Error::Invalid(format!("index page: {e}")))?;
+        let frame = frame(&raw, codec, zstd_level)?;
+        pages.push(PageMeta {
+            first: page[0].name.clone(),
+            last: page[page.len() - 1].name.clone(),
+            offset: bytes.len() as u64,
+            len: frame.len() as u32,
+        });
+        bytes.extend_from_slice(&frame);
+        page.clear();
+        Ok(())
+    };
+    for (_, s) in streams {
+        page_size += s.name.len() + 16 + s.runs.iter().map(|r| 16 + r.blocks.len() * 20).sum::<usize>();
+        page.push(s);
+        if page_size >= PAGE_TARGET {
+            flush(&mut page, &mut bytes)?;
+            page_size = 0;
+        }
+    }
+    flush(&mut page, &mut bytes)?;
+    let footer = IndexFooter { first_seq, end_seq, segments, pages, stream_filter, stream_count };
+    let footer_offset = bytes.len() as u64;
+    let body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("index footer: {e}")))?;
+    let body = encode_tail(body, INDEX_MAGIC, INDEX_VERSION, 0, footer_offset)?;
+    let footer_len = body.len() as u32;
+    bytes.extend_from_slice(&body);
+    Ok(EncodedIndex { bytes, footer_offset, footer_len, footer })
 }
 
 /// Decodes an index footer from `tail` (footer + trailer).
@@ -291,7 +331,8 @@ pub fn decode_page(frame: &[u8], object: &str) -> Result<Vec<StreamRuns>, Error>
         }
     }
     for s in &page {
-        if s.runs.is_empty() || s.runs.iter().any(|r| r.count == 0 || r.blocks.is_empty()) {
+        // No runs at all is a head only (a heads object's entries).
+        if s.runs.iter().any(|r| r.count == 0 || r.blocks.is_empty()) {
             return Err(err(format!("stream {:?}: empty run", s.name)));
         }
     }

@@ -40,6 +40,22 @@ pub struct Retired {
     pub since_ms: i64,
 }
 
+/// A store's retention settings: events before `truncate_before`, and whole
+/// objects whose newest event is older than `max_age_ms`, are dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+}
+
+impl Retention {
+    pub fn is_empty(&self) -> bool {
+        self.truncate_before.is_none() && self.max_age_ms.is_none()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u64,
@@ -50,7 +66,21 @@ pub struct Manifest {
     pub last_ts: i64,
     /// Ids of events at or after this seq are checked for idempotency.
     pub window_start: u64,
-    /// Index objects, oldest first, covering `[0, segments[0].base_seq)`.
+    /// The lowest seq a read may return: everything before it was
+    /// truncated by retention (its objects are dropped as they empty).
+    #[serde(default)]
+    pub first_seq: u64,
+    /// Where the stored objects start (`<= first_seq`).
+    #[serde(default)]
+    pub stored_from: u64,
+    #[serde(default, skip_serializing_if = "Retention::is_empty")]
+    pub retention: Retention,
+    /// The last revision of every stream whose objects were dropped: an
+    /// index object with a stream table and no runs, so `no_stream` and
+    /// revisions stay right after truncation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<IndexRef>,
+    /// Index objects, oldest first, covering `[stored_from, segments[0].base_seq)`.
     pub indexes: Vec<IndexRef>,
     /// Recent segments, oldest first, covering the rest up to `next_seq`.
     pub segments: Vec<SegmentRef>,
@@ -69,6 +99,10 @@ impl Manifest {
             next_seq: 0,
             last_ts: 0,
             window_start: 0,
+            first_seq: 0,
+            stored_from: 0,
+            retention: Retention::default(),
+            heads: None,
             indexes: Vec::new(),
             segments: Vec::new(),
             retired: Vec::new(),
@@ -77,7 +111,7 @@ impl Manifest {
 
     /// Where the recent segments start.
     pub fn indexed_end(&self) -> u64 {
-        self.indexes.last().map_or(0, |i| i.end_seq)
+        self.indexes.last().map_or(self.stored_from, |i| i.end_seq)
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
@@ -100,7 +134,10 @@ impl Manifest {
 
     fn validate(&self, object: &str) -> Result<(), Error> {
         let bad = |why: &str| Err(Error::Corrupt(format!("{object}: {why}")));
-        let mut seq = 0;
+        let mut seq = self.stored_from;
+        if self.stored_from > self.first_seq || self.first_seq > self.next_seq {
+            return bad("first_seq out of place");
+        }
         for i in &self.indexes {
             if i.first_seq != seq || i.end_seq <= i.first_seq {
                 return bad("index objects not contiguous");

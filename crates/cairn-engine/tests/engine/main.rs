@@ -8,6 +8,7 @@ mod conformance;
 mod faults;
 mod model;
 mod processes;
+mod retention;
 
 use std::sync::Arc;
 use std::time::Duration;
