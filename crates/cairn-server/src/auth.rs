@@ -213,6 +213,8 @@ fn needs(method: &Method, path: &str) -> Option<(String, Right)> {
     let right = match (parts.next(), method) {
         (None | Some(""), &Method::PUT | &Method::DELETE) => Right::Admin,
         (None | Some(""), _) => Right::Read,
+        // Retention deletes data: as deleting the store.
+        (Some("retention"), m) if m != Method::GET && m != Method::HEAD => Right::Admin,
         (Some(_), &Method::GET | &Method::HEAD) => Right::Read,
         (Some(_), _) => Right::Write,
     };
@@ -335,6 +337,8 @@ mod tests {
             (Method::PUT, "/v1/stores/a/docs/k", Some(("a", Right::Write))),
             (Method::DELETE, "/v1/stores/a/docs/k", Some(("a", Right::Write))),
             (Method::GET, "/v1/stores/a/docs/k", Some(("a", Right::Read))),
+            (Method::PUT, "/v1/stores/a/retention", Some(("a", Right::Admin))),
+            (Method::GET, "/v1/stores/a/retention", Some(("a", Right::Read))),
             (Method::GET, "/v1/stores/sh%6Fp/events", Some(("shop", Right::Read))),
         ];
         for (m, p, want) in cases {

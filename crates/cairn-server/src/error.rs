@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cairn_engine::{AppendError, Expectation, ReadError, StorageError, StoreError};
+use cairn_engine::{AppendError, Expectation, ReadError, RetentionError, StorageError, StoreError};
 use serde_json::{json, Value};
 
 #[derive(Debug)]
@@ -131,6 +131,10 @@ impl From<AppendError> for ApiError {
             AppendError::ConditionBeyondEnd { after, next } => {
                 ApiError::bad_request("position_beyond_end", format!("condition after={after} is beyond the end of the store (next seq {next})")).with("next", json!(next))
             }
+            AppendError::ConditionTruncated { first_seq } => truncated(
+                first_seq,
+                format!("the condition looks at events before seq {first_seq}, which retention truncated; give an `after` of at least {}; nothing was appended", first_seq.saturating_sub(1)),
+            ),
             AppendError::CommitOutcomeUnknown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "commit_outcome_unknown",
@@ -154,7 +158,34 @@ impl From<ReadError> for ApiError {
             ReadError::PositionBeyondEnd { from, next } => {
                 ApiError::bad_request("position_beyond_end", format!("from={from} is beyond the end of the store (next seq {next})")).with("next", json!(next))
             }
+            ReadError::Truncated { first_seq, first_revision: Some(r) } => {
+                truncated(first_seq, format!("the read starts before what retention kept: the stream's first revision still stored is {r}")).with("first_revision", json!(r))
+            }
+            ReadError::Truncated { first_seq, first_revision: None } => {
+                truncated(first_seq, format!("the read starts before what retention kept: the store's first seq is {first_seq}"))
+            }
             ReadError::Storage(e) => storage(e),
+        }
+    }
+}
+
+/// 410 `truncated`: what was asked for is before the store's first seq.
+fn truncated(first_seq: u64, message: String) -> ApiError {
+    ApiError::new(StatusCode::GONE, "truncated", message).with("first_seq", json!(first_seq))
+}
+
+impl From<RetentionError> for ApiError {
+    fn from(e: RetentionError) -> Self {
+        match e {
+            RetentionError::StoreNotFound(n) => ApiError::not_found("store_not_found", format!("store {n:?} does not exist")),
+            RetentionError::Invalid(m) => ApiError::bad_request("invalid_retention", m),
+            RetentionError::CommitOutcomeUnknown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "commit_outcome_unknown",
+                "the change may or may not have been committed; setting the same retention again is safe",
+            ),
+            RetentionError::Storage(e) => storage(e),
+            RetentionError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down; nothing was changed"),
         }
     }
 }

@@ -47,6 +47,28 @@ pub struct StoreInfo {
     pub last_ts: i64,
     /// Bytes of the store's segments and index objects.
     pub bytes: u64,
+    /// The lowest seq still readable: retention truncated what is before.
+    pub first_seq: u64,
+}
+
+/// A store's retention. Both fields may be null or left out (no limit).
+#[derive(Serialize, ToSchema)]
+pub struct RetentionBody {
+    /// Events before this seq are truncated (at most the store's next seq;
+    /// the first seq never moves back).
+    pub truncate_before: Option<u64>,
+    /// Whole objects whose newest event is older than this are dropped.
+    #[schema(minimum = 1)]
+    pub max_age_ms: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RetentionAnswer {
+    pub truncate_before: Option<u64>,
+    pub max_age_ms: Option<u64>,
+    /// The lowest seq still readable.
+    pub first_seq: u64,
+    pub next_seq: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -193,8 +215,10 @@ pub struct DocWritten {
         crate::routes::put_doc,
         crate::routes::get_doc,
         crate::routes::delete_doc,
+        crate::routes::put_retention,
+        crate::routes::get_retention,
     ),
-    components(schemas(ErrorBody, StoreInfo, StoreList, AppendBody, EventIn, Condition, QueryItem, AppendedOne, AppendedMany, ReadAnswer, EventOut, StreamHead, DocWritten))
+    components(schemas(ErrorBody, StoreInfo, StoreList, AppendBody, EventIn, Condition, QueryItem, AppendedOne, AppendedMany, ReadAnswer, EventOut, StreamHead, DocWritten, RetentionBody, RetentionAnswer))
 )]
 pub struct ApiDoc;
 

@@ -32,6 +32,7 @@ pub fn v1(body_limit: usize) -> Router<AppState> {
         .route("/stores/{store}/streams/{stream}/events", post(append_one).get(read_stream))
         .route("/stores/{store}/streams/{stream}", get(stream_head))
         .route("/stores/{store}/docs/{key}", put(put_doc).get(get_doc).delete(delete_doc))
+        .route("/stores/{store}/retention", put(put_retention).get(get_retention))
         .route("/openapi.json", get(crate::openapi::serve))
         .layer(DefaultBodyLimit::max(body_limit))
 }
@@ -81,7 +82,28 @@ fn info_json(i: cairn_engine::StoreInfo) -> api::StoreInfo {
         index_objects: i.index_objects as u64,
         last_ts: i.last_ts,
         bytes: i.bytes,
+        first_seq: i.first_seq,
     }
+}
+
+fn retention_json(r: cairn_engine::RetentionInfo) -> api::RetentionAnswer {
+    api::RetentionAnswer { truncate_before: r.retention.truncate_before, max_age_ms: r.retention.max_age_ms, first_seq: r.first_seq, next_seq: r.next_seq }
+}
+
+#[utoipa::path(get, path = "/stores/{store}/retention", params(("store" = String, Path)), responses((status = 503, description = "storage unavailable", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name", body = crate::openapi::ErrorBody), (status = 200, description = "the store's retention and first seq", body = crate::openapi::RetentionAnswer), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn get_retention(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<Json<api::RetentionAnswer>> {
+    let name = path(p)?;
+    check_store(&name)?;
+    Ok(Json(retention_json(s.engine.retention(&name).await?)))
+}
+
+#[utoipa::path(put, path = "/stores/{store}/retention", params(("store" = String, Path)), request_body = crate::openapi::RetentionBody, responses((status = 503, description = "storage unavailable or commit outcome unknown; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "invalid_retention", body = crate::openapi::ErrorBody), (status = 200, description = "set; objects before the first seq are dropped in the background", body = crate::openapi::RetentionAnswer), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn put_retention(State(s): State<AppState>, p: Result<Path<String>, PathRejection>, b: Result<Bytes, BytesRejection>) -> ApiResult<Json<api::RetentionAnswer>> {
+    let name = path(p)?;
+    check_store(&name)?;
+    let b = body(b)?;
+    let r = crate::wire::parse_retention(&b).map_err(|m| ApiError::bad_request("invalid_retention", m))?;
+    Ok(Json(retention_json(s.engine.set_retention(&name, r).await?)))
 }
 
 #[utoipa::path(get, path = "/stores/{store}", params(("store" = String, Path)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name, header or query value", body = crate::openapi::ErrorBody), (status = 200, description = "store info", body = crate::openapi::StoreInfo), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
@@ -117,7 +139,7 @@ fn check_stream(name: &str) -> ApiResult<()> {
     }
 }
 
-#[utoipa::path(post, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("Expected-Revision" = Option<String>, Header, description = "any | no_stream | stream_exists | N")), request_body(content = crate::openapi::AppendBody, description = "a JSON array of events, this object, or NDJSON (application/x-ndjson)"), responses((status = 200, description = "appended atomically", body = crate::openapi::AppendedOne), (status = 409, description = "wrong_expected_revision, condition_failed or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large (an event's data over --max-event-bytes) or line_too_large (NDJSON)", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("Expected-Revision" = Option<String>, Header, description = "any | no_stream | stream_exists | N")), request_body(content = crate::openapi::AppendBody, description = "a JSON array of events, this object, or NDJSON (application/x-ndjson)"), responses((status = 410, description = "truncated: the read or the condition reaches before the store's first seq (retention); the error has `first_seq`, and for a stream read `first_revision`", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedOne), (status = 409, description = "wrong_expected_revision, condition_failed or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large (an event's data over --max-event-bytes) or line_too_large (NDJSON)", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append_one(
     State(s): State<AppState>,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -162,7 +184,7 @@ pub(crate) async fn append_one(
     }))
 }
 
-#[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream), condition_failed or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large or line_too_large", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/stores/{store}/events", params(("store" = String, Path)), request_body(content = crate::openapi::AppendBody, description = "events that each name their stream; expected is a map"), responses((status = 410, description = "truncated: the read or the condition reaches before the store's first seq (retention); the error has `first_seq`, and for a stream read `first_revision`", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "appended atomically", body = crate::openapi::AppendedMany), (status = 409, description = "wrong_expected_revision (lists each failing stream), condition_failed or idempotency_conflict", body = crate::openapi::ErrorBody), (status = 400, description = "bad input", body = crate::openapi::ErrorBody), (status = 413, description = "body_too_large, event_too_large or line_too_large", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable; nothing written", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append_many(
     State(s): State<AppState>,
     p: Result<Path<String>, PathRejection>,
@@ -419,7 +441,7 @@ impl Drop for WaiterSlot {
     }
 }
 
-#[utoipa::path(get, path = "/stores/{store}/events", params(("store" = String, Path), ("from" = Option<u64>, Query, description = "seq"), ("limit" = Option<u64>, Query), ("wait" = Option<u64>, Query, description = "long-poll seconds, at most 30"), ("tag" = Option<String>, Query, description = "KEY:VALUE")), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "NDJSON by default (last line {\"next\":N}); application/json; or text/event-stream (live tail, id = seq, Last-Event-ID)", body = crate::openapi::ReadAnswer), (status = 400, description = "bad query or position_beyond_end", body = crate::openapi::ErrorBody), (status = 429, description = "too_many_waiters", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/stores/{store}/events", params(("store" = String, Path), ("from" = Option<u64>, Query, description = "seq"), ("limit" = Option<u64>, Query), ("wait" = Option<u64>, Query, description = "long-poll seconds, at most 30"), ("tag" = Option<String>, Query, description = "KEY:VALUE")), responses((status = 410, description = "truncated: the read or the condition reaches before the store's first seq (retention); the error has `first_seq`, and for a stream read `first_revision`", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "NDJSON by default (last line {\"next\":N}); application/json; or text/event-stream (live tail, id = seq, Last-Event-ID)", body = crate::openapi::ReadAnswer), (status = 400, description = "bad query or position_beyond_end", body = crate::openapi::ErrorBody), (status = 429, description = "too_many_waiters", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn read_store(
     State(s): State<AppState>,
     p: Result<Path<String>, PathRejection>,
@@ -453,7 +475,7 @@ pub(crate) async fn read_store(
     }
 }
 
-#[utoipa::path(get, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("from" = Option<u64>, Query, description = "revision"), ("limit" = Option<u64>, Query), ("direction" = Option<String>, Query, description = "forward | backward"), ("wait" = Option<u64>, Query), ("tag" = Option<String>, Query)), responses((status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "NDJSON, JSON or SSE as for the store; an unknown stream gives no events", body = crate::openapi::ReadAnswer), (status = 400, description = "bad query", body = crate::openapi::ErrorBody), (status = 429, description = "too_many_waiters", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/stores/{store}/streams/{stream}/events", params(("store" = String, Path), ("stream" = String, Path), ("from" = Option<u64>, Query, description = "revision"), ("limit" = Option<u64>, Query), ("direction" = Option<String>, Query, description = "forward | backward"), ("wait" = Option<u64>, Query), ("tag" = Option<String>, Query)), responses((status = 410, description = "truncated: the read or the condition reaches before the store's first seq (retention); the error has `first_seq`, and for a stream read `first_revision`", body = crate::openapi::ErrorBody), (status = 503, description = "storage unavailable or timeout; see the code", body = crate::openapi::ErrorBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody), (status = 200, description = "NDJSON, JSON or SSE as for the store; an unknown stream gives no events", body = crate::openapi::ReadAnswer), (status = 400, description = "bad query", body = crate::openapi::ErrorBody), (status = 429, description = "too_many_waiters", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn read_stream(
     State(s): State<AppState>,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -476,7 +498,10 @@ pub(crate) async fn read_stream(
                 _ => return Err(ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is not an event of this stream")),
             };
         }
-        s.engine.stream_head(&store, &stream).await?;
+        // Checks the store and that the start was not truncated.
+        let mut probe = s.engine.read_stream(&store, &stream, r.from, Direction::Forward, ReadOptions { limit: Some(1), tag: None }).await?;
+        probe.next_chunk().await?;
+        drop(probe);
         let slot = WaiterSlot::take(&s)?;
         return Ok(sse_stream(s, store, stream, r.from.unwrap_or(0), r.tag, slot).into_response());
     }

@@ -263,3 +263,23 @@ mod tests {
         );
     }
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionIn {
+    #[serde(default)]
+    truncate_before: Option<u64>,
+    #[serde(default)]
+    max_age_ms: Option<u64>,
+}
+
+/// A retention body: `{"truncate_before": SEQ|null, "max_age_ms": N|null}`.
+pub fn parse_retention(b: &[u8]) -> Result<cairn_engine::Retention, String> {
+    let shape = "expected {\"truncate_before\": SEQ|null, \"max_age_ms\": N|null}";
+    let v: Value = serde_json::from_slice(b).map_err(|e| format!("retention: {e} ({shape})"))?;
+    if !v.is_object() {
+        return Err(format!("retention: not an object ({shape})"));
+    }
+    let r: RetentionIn = serde_json::from_value(v).map_err(|e| format!("retention: {e} ({shape})"))?;
+    Ok(cairn_engine::Retention { truncate_before: r.truncate_before, max_age_ms: r.max_age_ms })
+}

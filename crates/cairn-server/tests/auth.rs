@@ -73,6 +73,8 @@ fn routes(store: &str) -> Vec<(&'static str, String, Option<&'static str>)> {
         ("PUT", format!("/v1/stores/{store}/docs/d"), Some("{}")),
         ("GET", format!("/v1/stores/{store}/docs/d"), None),
         ("DELETE", format!("/v1/stores/{store}/docs/d"), None),
+        ("GET", format!("/v1/stores/{store}/retention"), None),
+        ("PUT", format!("/v1/stores/{store}/retention"), Some(r#"{"max_age_ms":null}"#)),
     ]
 }
 
@@ -100,8 +102,8 @@ async fn every_route_needs_a_token_with_the_right_on_that_store() {
     }
     for (m, p, body) in routes("a") {
         let (st, _) = n.call(Some("token-a"), m, &p, body).await;
-        if (m == "PUT" || m == "DELETE") && p == "/v1/stores/a" {
-            assert_eq!(st, 403, "token a cannot create or delete stores: {m} {p}");
+        if (m == "PUT" || m == "DELETE") && (p == "/v1/stores/a" || p == "/v1/stores/a/retention") {
+            assert_eq!(st, 403, "token a cannot create or delete stores or set retention: {m} {p}");
         } else {
             assert!(st < 400, "token a: {m} {p} gave {st}");
         }

@@ -83,7 +83,7 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags, conditions_on_three_nodes, the_esdb_seed_example);
+cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags, conditions_on_three_nodes, the_esdb_seed_example, retention_over_http);
 
 async fn stores_routes(b: Backend) {
     let n = start(b).await;
@@ -719,4 +719,76 @@ async fn the_esdb_seed_example(b: Backend) {
     // Customer 1 in full, oldest first; and every purchase of the store by tag.
     assert_eq!(data(n.ndjson("/v1/stores/activity/streams/1/events").await).len(), 5);
     assert_eq!(data(n.ndjson("/v1/stores/activity/events?tag=type:purchase").await), vec![r#"{"total":"42.99"}"#, r#"{"total":"126.99"}"#]);
+}
+
+async fn retention_over_http(b: Backend) {
+    let n = start(b).await;
+    assert_eq!(n.put("/v1/stores/ret").await.0, 201);
+    for i in 0..6 {
+        let (st, _) = n.post("/v1/stores/ret/streams/s/events", json!([{"type": "T", "data": i}])).await;
+        assert_eq!(st, 200);
+        let (st, _) = n.post("/v1/stores/ret/streams/t/events", json!([{"type": "T", "data": i}])).await;
+        assert_eq!(st, 200);
+    }
+    let put = |body: &str| n.http.put(n.url("/v1/stores/ret/retention")).header("content-type", "application/json").body(body.to_string());
+    let (st, v) = n.get("/v1/stores/ret/retention").await;
+    assert_eq!((st, v), (200, json!({"truncate_before": null, "max_age_ms": null, "first_seq": 0, "next_seq": 12})));
+
+    // Bad settings: 400 and nothing changes.
+    for bad in [r#"{"truncate_before": -1}"#, r#"{"truncate_before": 13}"#, r#"{"max_age_ms": 0}"#, r#"{"keep": 1}"#, "[]", "not json", ""] {
+        let (st, v) = n.send(put(bad)).await;
+        assert_eq!((st, code(&v)), (400, "invalid_retention"), "{bad}: {v}");
+    }
+    let (st, v) = n.send(n.http.put(n.url("/v1/stores/nope/retention")).body("{}")).await;
+    assert_eq!((st, code(&v)), (404, "store_not_found"));
+    assert_eq!(n.get("/v1/stores/ret/retention").await.1["first_seq"], 0);
+    assert_eq!(n.ndjson("/v1/stores/ret/events?from=0").await.len(), 13);
+
+    // Seq 5 is t's revision 2: s keeps revisions 3.. (seq 6 on), t 2...
+    let (st, v) = n.send(put(r#"{"truncate_before": 5, "max_age_ms": 86400000}"#)).await;
+    assert_eq!((st, v), (200, json!({"truncate_before": 5, "max_age_ms": 86400000, "first_seq": 5, "next_seq": 12})));
+    assert_eq!(n.get("/v1/stores/ret").await.1["first_seq"], 5);
+
+    // Reads before the point say so, in every answer format.
+    for p in ["/v1/stores/ret/events?from=0", "/v1/stores/ret/events?from=4&tag=k:v", "/v1/stores/ret/events?from=4&wait=1"] {
+        let (st, v) = n.get(p).await;
+        assert_eq!((st, code(&v), &v["error"]["first_seq"]), (410, "truncated", &json!(5)), "{p}: {v}");
+        let r = n.http.get(n.url(p)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 410, "{p} as NDJSON");
+    }
+    let r = n.http.get(n.url("/v1/stores/ret/events?from=0")).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 410, "a live tail from before the point");
+    let (st, v) = n.get("/v1/stores/ret/streams/s/events").await;
+    assert_eq!((st, code(&v), &v["error"]["first_revision"]), (410, "truncated", &json!(3)), "{v}");
+    let (st, v) = n.get("/v1/stores/ret/streams/t/events?from=1").await;
+    assert_eq!((st, &v["error"]["first_revision"]), (410, &json!(2)), "{v}");
+    assert_eq!(n.ndjson("/v1/stores/ret/streams/t/events?from=2").await.len(), 5);
+    let r = n.http.get(n.url("/v1/stores/ret/streams/s/events?from=0")).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 410, "a stream's live tail from before the point");
+
+    // From the point on, reads are as before.
+    let evs = n.ndjson("/v1/stores/ret/events?from=5").await;
+    assert_eq!(evs.iter().filter_map(|e| e["seq"].as_u64()).collect::<Vec<_>>(), (5..12).collect::<Vec<_>>());
+    assert_eq!(evs.last().unwrap()["next"], 12);
+    let evs = n.ndjson("/v1/stores/ret/streams/s/events?from=3").await;
+    assert_eq!(evs.iter().filter_map(|e| e["revision"].as_u64()).collect::<Vec<_>>(), vec![3, 4, 5]);
+    let evs = n.ndjson("/v1/stores/ret/streams/s/events?direction=backward").await;
+    assert_eq!(evs.iter().filter_map(|e| e["revision"].as_u64()).collect::<Vec<_>>(), vec![5, 4, 3]);
+    assert_eq!(n.get("/v1/stores/ret/streams/s").await.1["revision"], 5);
+
+    // A condition that would look before the point is refused.
+    let body = |after: u64| json!({"events": [{"type": "T", "data": 1}], "condition": {"fail_if_events_match": [{"types": ["Z"]}], "after": after}});
+    let (st, v) = n.post("/v1/stores/ret/streams/s/events", body(3)).await;
+    assert_eq!((st, code(&v), &v["error"]["first_seq"]), (410, "truncated", &json!(5)), "{v}");
+    assert_eq!(n.next_seq("ret").await, 12, "nothing appended");
+    let (st, v) = n.post("/v1/stores/ret/streams/s/events", body(4)).await;
+    assert_eq!((st, &v["first_revision"]), (200, &json!(6)), "{v}");
+
+    // Everything: the heads remain, no_stream still fails.
+    let (st, _) = n.send(put(r#"{"truncate_before": 13}"#)).await;
+    assert_eq!(st, 200);
+    let (st, v) = n.send(n.http.post(n.url("/v1/stores/ret/streams/t/events")).header("expected-revision", "no_stream").json(&json!([{"type": "T", "data": 1}]))).await;
+    assert_eq!((st, code(&v), &v["error"]["current_revision"]), (409, "wrong_expected_revision", &json!(5)), "{v}");
+    let evs = n.ndjson("/v1/stores/ret/events?from=13").await;
+    assert_eq!(evs, vec![json!({"next": 13})]);
 }
