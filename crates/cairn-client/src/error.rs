@@ -37,6 +37,11 @@ pub enum ErrorKind {
     /// Stored data failed its checksum (500 `data_corrupt`): a retry reads
     /// the same bytes. Other data is still served.
     Corrupt,
+    /// 410 `truncated`: the read (or an append's condition) reaches before
+    /// what the store's retention kept. [`Error::first_seq`] says where the
+    /// store now starts; for a stream read, [`Error::first_revision`] where
+    /// the stream does.
+    Truncated,
     /// The node answered something this client does not understand.
     Protocol,
 }
@@ -70,6 +75,8 @@ struct Inner {
     message: String,
     current_revision: Option<u64>,
     conflicts: Vec<StreamConflict>,
+    first_seq: Option<u64>,
+    first_revision: Option<u64>,
     retry_after: Option<Duration>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -108,6 +115,10 @@ pub(crate) struct WireError {
     pub current_revision: Option<u64>,
     #[serde(default)]
     pub streams: Vec<StreamConflict>,
+    #[serde(default)]
+    pub first_seq: Option<u64>,
+    #[serde(default)]
+    pub first_revision: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +129,18 @@ struct WireErrorBody {
 impl Error {
     /// An error of this kind (for sinks and projections of your own).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error(Box::new(Inner { kind, status: None, code: None, message: message.into(), current_revision: None, conflicts: Vec::new(), retry_after: None, source: None }))
+        Error(Box::new(Inner {
+            kind,
+            status: None,
+            code: None,
+            message: message.into(),
+            current_revision: None,
+            conflicts: Vec::new(),
+            first_seq: None,
+            first_revision: None,
+            retry_after: None,
+            source: None,
+        }))
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -154,6 +176,17 @@ impl Error {
         &self.0.conflicts
     }
 
+    /// On a 410 `truncated`: the store's first seq still stored.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.0.first_seq
+    }
+
+    /// On a 410 `truncated` stream read: the stream's first revision still
+    /// stored (`None` when retention dropped all of it).
+    pub fn first_revision(&self) -> Option<u64> {
+        self.0.first_revision
+    }
+
     /// How long the node asked to wait before retrying.
     pub fn retry_after(&self) -> Option<Duration> {
         self.0.retry_after
@@ -166,6 +199,7 @@ impl Error {
             (_, "commit_outcome_unknown") => ErrorKind::OutcomeUnknown,
             (_, "overloaded" | "too_many_waiters") => ErrorKind::Busy,
             (_, "data_corrupt") => ErrorKind::Corrupt,
+            (_, "truncated") => ErrorKind::Truncated,
             (_, "storage_unavailable" | "shutting_down" | "timeout") => ErrorKind::Unavailable,
             (Some(401), _) => ErrorKind::Unauthorized,
             (Some(403), _) => ErrorKind::Forbidden,
@@ -185,6 +219,8 @@ impl Error {
             message: e.message,
             current_revision: e.current_revision,
             conflicts: e.streams,
+            first_seq: e.first_seq,
+            first_revision: e.first_revision,
             retry_after,
             source: None,
         }))
@@ -205,7 +241,7 @@ impl Error {
             Err(_) => {
                 // Not a Cairn error body (a proxy, a load balancer).
                 let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
-                let wire = WireError { code: format!("http_{status}"), message: format!("HTTP {status}: {text}"), current_revision: None, streams: Vec::new() };
+                let wire = WireError { code: format!("http_{status}"), message: format!("HTTP {status}: {text}"), current_revision: None, streams: Vec::new(), first_seq: None, first_revision: None };
                 Error::from_wire(Some(status), wire, retry_after)
             }
         }
@@ -233,7 +269,7 @@ mod tests {
     use super::*;
 
     fn wire(code: &str) -> WireError {
-        WireError { code: code.into(), message: "m".into(), current_revision: None, streams: Vec::new() }
+        WireError { code: code.into(), message: "m".into(), current_revision: None, streams: Vec::new(), first_seq: None, first_revision: None }
     }
 
     #[test]
@@ -254,6 +290,7 @@ mod tests {
             (503, "commit_outcome_unknown", ErrorKind::OutcomeUnknown, true),
             (500, "internal", ErrorKind::OutcomeUnknown, true),
             (500, "data_corrupt", ErrorKind::Corrupt, false),
+            (410, "truncated", ErrorKind::Truncated, false),
         ];
         for (status, code, kind, safe) in cases {
             let e = Error::from_wire(Some(status), wire(code), None);

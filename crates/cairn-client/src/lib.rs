@@ -119,6 +119,16 @@ fn install_crypto() {
     });
 }
 
+/// A store's retention, as the node answers it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Retention {
+    pub truncate_before: Option<u64>,
+    pub max_age_ms: Option<u64>,
+    /// The lowest seq still readable.
+    pub first_seq: u64,
+    pub next_seq: u64,
+}
+
 /// A store as the node describes it.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct StoreInfo {
@@ -137,6 +147,9 @@ pub struct StoreInfo {
     /// Bytes of the store's segments and index objects.
     #[serde(default)]
     pub bytes: u64,
+    /// The lowest seq still readable: retention truncated what is before.
+    #[serde(default)]
+    pub first_seq: u64,
 }
 
 /// The answer to a one-stream append.
@@ -349,6 +362,22 @@ impl Store {
 
     pub async fn info(&self) -> Result<StoreInfo> {
         let (resp, _) = self.client.send(|| self.client.request(Method::GET, &["stores", &self.name])).await?;
+        json(resp).await
+    }
+
+    /// The store's retention settings and where its events now start.
+    pub async fn retention(&self) -> Result<Retention> {
+        let (resp, _) = self.client.send(|| self.client.request(Method::GET, &["stores", &self.name, "retention"])).await?;
+        json(resp).await
+    }
+
+    /// Sets the store's retention: events before `truncate_before` are
+    /// truncated at once (reads before it answer [`ErrorKind::Truncated`]),
+    /// and whole objects older than `max_age_ms` are dropped as they age.
+    /// Setting the same again is safe.
+    pub async fn set_retention(&self, truncate_before: Option<u64>, max_age_ms: Option<u64>) -> Result<Retention> {
+        let body = serde_json::json!({ "truncate_before": truncate_before, "max_age_ms": max_age_ms });
+        let (resp, _) = self.client.send(|| self.client.request(Method::PUT, &["stores", &self.name, "retention"]).json(&body)).await?;
         json(resp).await
     }
 

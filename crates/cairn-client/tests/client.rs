@@ -308,3 +308,32 @@ async fn conditional_appends_fail_on_a_matching_event_after_their_seq() {
     assert_eq!(e.code(), Some("condition_failed"));
     assert_eq!(s.info().await.unwrap().next_seq, 2);
 }
+
+#[tokio::test]
+async fn retention_truncates_and_reads_before_it_say_where_to_start() {
+    let node = Node::memory().await;
+    let s = node.client().store("r");
+    s.create().await.unwrap();
+    for i in 0..4 {
+        s.append("a", vec![ev("T", i)], Expected::Any).await.unwrap();
+        s.append("b", vec![ev("T", i)], Expected::Any).await.unwrap();
+    }
+    let r = s.retention().await.unwrap();
+    assert_eq!((r.truncate_before, r.max_age_ms, r.first_seq, r.next_seq), (None, None, 0, 8));
+    let r = s.set_retention(Some(3), None).await.unwrap();
+    assert_eq!((r.truncate_before, r.first_seq), (Some(3), 3));
+    assert_eq!(s.info().await.unwrap().first_seq, 3);
+
+    let e = s.read_with(0, None, None).try_collect::<Vec<_>>().await.unwrap_err();
+    assert_eq!((e.kind(), e.status(), e.first_seq(), e.is_retry_safe()), (ErrorKind::Truncated, Some(410), Some(3), false));
+    // Seq 3 is b's revision 1; a keeps revisions 2.. (seq 4 on).
+    let e = s.read_stream("a", StreamRead::forward()).try_collect::<Vec<_>>().await.unwrap_err();
+    assert_eq!((e.kind(), e.first_revision()), (ErrorKind::Truncated, Some(2)));
+    let kept = s.read_stream("a", StreamRead::forward().from(2)).try_collect::<Vec<_>>().await.unwrap();
+    assert_eq!(kept.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![2, 3]);
+    let all = s.read_with(3, None, None).try_collect::<Vec<_>>().await.unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (3..8).collect::<Vec<_>>());
+
+    let e = s.set_retention(Some(99), None).await.unwrap_err();
+    assert_eq!((e.kind(), e.code()), (ErrorKind::InvalidInput, Some("invalid_retention")));
+}
