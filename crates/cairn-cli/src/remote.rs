@@ -69,6 +69,30 @@ enum Stores {
     },
     /// A store's info as JSON: next seq, version, segments, ...
     Info { name: String },
+    /// Show a store's retention, or change it (flags not given keep their
+    /// value). Truncating deletes events for good.
+    #[command(after_help = "Examples:
+  cairn stores retention shop
+  cairn stores retention shop --max-age 30d
+  cairn stores retention shop --truncate-before 1000000 --yes
+  cairn stores retention shop --no-max-age")]
+    Retention {
+        name: String,
+        /// Truncate the events before this seq (reads before it then
+        /// answer 410 truncated; the first seq never moves back).
+        #[arg(long)]
+        truncate_before: Option<u64>,
+        /// Drop whole objects whose newest event is older than this
+        /// (`30d`, `12h`, `90min`).
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "no_max_age")]
+        max_age: Option<std::time::Duration>,
+        /// Keep events whatever their age.
+        #[arg(long)]
+        no_max_age: bool,
+        /// Yes, truncate: there is no undo.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 impl StoresCmd {
@@ -95,6 +119,24 @@ impl StoresCmd {
             Stores::Info { name } => {
                 let i = c.store(&name).info().await.with_context(|| format!("store {name}"))?;
                 writeln!(out, "{}", serde_json::to_string_pretty(&i)?)?;
+            }
+            Stores::Retention { name, truncate_before, max_age, no_max_age, yes } => {
+                let store = c.store(&name);
+                let now = store.retention().await.with_context(|| format!("store {name}"))?;
+                let r = if truncate_before.is_none() && max_age.is_none() && !no_max_age {
+                    now
+                } else {
+                    if truncate_before.is_some_and(|t| t > now.first_seq) && !yes {
+                        bail!("truncating store {name} before seq {} deletes {} events for good: add --yes", truncate_before.unwrap_or(0), truncate_before.unwrap_or(0) - now.first_seq);
+                    }
+                    let max_age_ms = match (max_age, no_max_age) {
+                        (Some(d), _) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        (None, true) => None,
+                        (None, false) => now.max_age_ms,
+                    };
+                    store.set_retention(truncate_before.or(now.truncate_before), max_age_ms).await.with_context(|| format!("store {name}"))?
+                };
+                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
             }
         }
         Ok(())

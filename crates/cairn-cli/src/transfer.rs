@@ -31,9 +31,10 @@ One event a line, exactly as the API reads them back:
 The export stops at the store's end as of its start.")]
 pub struct ExportCmd {
     store: String,
-    /// The first seq to export.
-    #[arg(long, default_value_t = 0)]
-    from: u64,
+    /// The first seq to export (default: the store's first seq, where
+    /// retention left it).
+    #[arg(long)]
+    from: Option<u64>,
     /// Write here instead of stdout.
     #[arg(short, long)]
     out: Option<std::path::PathBuf>,
@@ -44,8 +45,9 @@ pub struct ExportCmd {
 impl ExportCmd {
     pub async fn run(self) -> anyhow::Result<()> {
         let store = self.remote.client()?.store(&self.store);
-        let end = store.info().await.with_context(|| format!("store {}", self.store))?.next_seq;
-        let total = end.saturating_sub(self.from);
+        let info = store.info().await.with_context(|| format!("store {}", self.store))?;
+        let (from, end) = (self.from.unwrap_or(info.first_seq), info.next_seq);
+        let total = end.saturating_sub(from);
         let sink: Box<dyn Write> = match &self.out {
             Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
             None => Box::new(std::io::stdout().lock()),
@@ -54,7 +56,7 @@ impl ExportCmd {
         let pb = bar(Some(total));
         let (mut n, mut bytes) = (0u64, 0u64);
         if total > 0 {
-            let mut events = store.read_with(self.from, Some(total), None);
+            let mut events = store.read_with(from, Some(total), None);
             while let Some(e) = events.try_next().await? {
                 let mut line = serde_json::to_vec(&e)?;
                 line.push(b'\n');

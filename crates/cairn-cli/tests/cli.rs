@@ -344,3 +344,29 @@ fn bench_prints_throughput_and_latency() {
     let out = ok(&run(&s, &["bench", "read", "--clients", "1", "--seconds", "1"]));
     assert!(out.contains("read:") && out.contains("p50"), "{out}");
 }
+
+#[test]
+fn stores_retention_shows_sets_and_guards_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path());
+    ok(&run(&s, &["stores", "create", "r"]));
+    let nd: String = (0..10).map(|i| format!("{{\"stream\":\"s\",\"type\":\"T\",\"data\":{i}}}\n")).collect();
+    ok(&with_stdin(&s, &["append", "r"], &nd));
+    let show = |args: &[&str]| -> Value { serde_json::from_str(&ok(&run(&s, args))).unwrap() };
+    assert_eq!(show(&["stores", "retention", "r"]), json!({"truncate_before": null, "max_age_ms": null, "first_seq": 0, "next_seq": 10}));
+    // Truncating needs --yes; nothing changes without it.
+    fails(&run(&s, &["stores", "retention", "r", "--truncate-before", "4"]), "add --yes");
+    assert_eq!(show(&["stores", "retention", "r"])["first_seq"], 0);
+    assert_eq!(show(&["stores", "retention", "r", "--truncate-before", "4", "--yes"])["first_seq"], 4);
+    // A flag not given keeps its value.
+    let r = show(&["stores", "retention", "r", "--max-age", "30d"]);
+    assert_eq!((&r["truncate_before"], &r["max_age_ms"]), (&json!(4), &json!(2_592_000_000u64)));
+    assert_eq!(show(&["stores", "retention", "r", "--no-max-age"])["max_age_ms"], Value::Null);
+    fails(&run(&s, &["stores", "retention", "r", "--truncate-before", "11", "--yes"]), "invalid_retention");
+    assert_eq!(run(&s, &["stores", "retention", "r", "--max-age", "soon"]).status.code(), Some(2));
+    // Reads before the point fail clearly; export starts where the store does.
+    fails(&run(&s, &["read", "r", "--from", "0"]), "truncated");
+    let out = run(&s, &["export", "r"]);
+    let evs = lines(&ok(&out));
+    assert_eq!(evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), (4..10).collect::<Vec<_>>());
+}

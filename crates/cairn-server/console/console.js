@@ -312,8 +312,10 @@ function pager(prev, next, label) {
 async function eventsTab(store, info, q, content) {
   const newest = q.get('order') !== 'oldest';
   const end = info.next_seq;
-  const at = Math.min(Math.max(0, Number(q.get('at') ?? (newest ? end : 0)) || 0), end);
-  const from = newest ? Math.max(0, at - PAGE) : at;
+  // Seqs before the first seq were truncated by retention.
+  const start = info.first_seq || 0;
+  const at = Math.min(Math.max(start, Number(q.get('at') ?? (newest ? end : start)) || 0), end);
+  const from = newest ? Math.max(start, at - PAGE) : at;
   const limit = newest ? at - from : PAGE;
   const form = h('form', { class: 'row', onsubmit: (ev) => {
     ev.preventDefault();
@@ -330,7 +332,7 @@ async function eventsTab(store, info, q, content) {
   if (limit > 0 && from < end) events = (await getJson(`/stores/${enc(store)}/events?from=${from}&limit=${limit}`)).events;
   if (newest) events.reverse();
   const t = eventTable(store, events);
-  const older = newest ? (from > 0 ? link(['s', store, 'events'], { order: 'newest', at: from }) : null) : (from > 0 ? link(['s', store, 'events'], { order: 'oldest', at: Math.max(0, from - PAGE) }) : null);
+  const older = newest ? (from > start ? link(['s', store, 'events'], { order: 'newest', at: from }) : null) : (from > start ? link(['s', store, 'events'], { order: 'oldest', at: Math.max(start, from - PAGE) }) : null);
   const newer = newest ? (at < end ? link(['s', store, 'events'], { order: 'newest', at: Math.min(end, at + PAGE) }) : null) : (from + PAGE < end ? link(['s', store, 'events'], { order: 'oldest', at: from + PAGE }) : null);
   const range = events.length ? `seqs ${num(Math.min(...events.map((e) => e.seq)))}–${num(Math.max(...events.map((e) => e.seq)))} of ${num(end)}` : `${num(end)} events`;
   content.replaceChildren(
