@@ -292,7 +292,7 @@ pub struct StoreScan {
 
 impl StoreScan {
     pub(crate) async fn new(store: Arc<Store>, from: u64, opts: ReadOptions) -> Result<StoreScan, ReadError> {
-        let mut view = store.current();
+        let mut view = store.view_within(store.shared.config.poll_interval).await?;
         let probed = from >= view.next_seq;
         if probed {
             view = store.refresh().await?;

@@ -129,6 +129,17 @@ impl Store {
         Ok(self.current())
     }
 
+    /// The view, refreshed first if it was last confirmed newest longer
+    /// than `age` ago: what a read that does not start at the tail uses, so
+    /// another node's commits (a truncation among them) reach it within
+    /// `age`, at no more than one request per `age`.
+    pub async fn view_within(&self, age: std::time::Duration) -> Result<Arc<Manifest>, StorageError> {
+        if self.confirmed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < age {
+            return Ok(self.current());
+        }
+        self.refresh().await
+    }
+
     /// The newest version as a cold node finds it: a LIST from the floor of
     /// the newest boundary, then N+1 until absent.
     pub async fn reload_cold(&self) -> Result<Arc<Manifest>, StorageError> {

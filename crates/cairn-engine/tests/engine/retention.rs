@@ -13,6 +13,7 @@ cairn_engine::on_every_backend!(
     truncate_before_refuses_reads_below_and_keeps_heads,
     max_age_drops_whole_objects_past_the_age,
     retention_settings_are_checked_and_kept,
+    another_node_sees_a_truncation_within_a_poll_interval,
 );
 
 fn config() -> EngineConfig {
@@ -186,4 +187,23 @@ async fn retention_settings_are_checked_and_kept(b: Backend) {
     let v = e.store_info("k").await.unwrap().version;
     e.set_retention("k", Retention::default()).await.unwrap();
     assert_eq!(e.store_info("k").await.unwrap().version, v);
+}
+
+async fn another_node_sees_a_truncation_within_a_poll_interval(b: Backend) {
+    let fx = Fixture::new(b);
+    let cfg = EngineConfig { poll_interval: Duration::from_millis(100), ..test_config() };
+    let (a, other) = (fx.engine(cfg.clone()), fx.engine(cfg));
+    a.create_store("n").await.unwrap();
+    for _ in 0..4 {
+        a.append("n", batch(vec![ev("s", "T", "{}")])).await.unwrap();
+    }
+    // The other node has the store open and warm.
+    assert_eq!(read_from(&other, "n", 0).await.unwrap().len(), 4);
+    a.set_retention("n", Retention { truncate_before: Some(2), max_age_ms: None }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = read_from(&other, "n", 0).await;
+    assert!(matches!(r, Err(ReadError::Truncated { first_seq: 2, .. })), "{r:?}");
+    let r = stream_from(&other, "n", "s", Some(1), Direction::Forward).await;
+    assert!(matches!(r, Err(ReadError::Truncated { first_revision: Some(2), .. })), "{r:?}");
+    assert_eq!(read_from(&other, "n", 2).await.unwrap().len(), 2);
 }
