@@ -1151,6 +1151,12 @@ impl Writer {
             return Ok(());
         }
         let old = self.view.next_seq;
+        if newest.stored_from > old {
+            // Retention dropped commits this writer never saw: their
+            // streams' heads are in the heads object, not in any segment
+            // left to read. Look every head up again.
+            self.heads.clear();
+        }
         for seg in self.store.segments_between(&newest, old, newest.next_seq).await? {
             let f = self.store.footer(&seg).await?;
             for s in &f.streams {

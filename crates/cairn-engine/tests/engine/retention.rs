@@ -14,6 +14,7 @@ cairn_engine::on_every_backend!(
     max_age_drops_whole_objects_past_the_age,
     retention_settings_are_checked_and_kept,
     another_node_sees_a_truncation_within_a_poll_interval,
+    a_writer_behind_a_truncation_gives_the_next_revision,
 );
 
 fn config() -> EngineConfig {
@@ -206,4 +207,21 @@ async fn another_node_sees_a_truncation_within_a_poll_interval(b: Backend) {
     let r = stream_from(&other, "n", "s", Some(1), Direction::Forward).await;
     assert!(matches!(r, Err(ReadError::Truncated { first_revision: Some(2), .. })), "{r:?}");
     assert_eq!(read_from(&other, "n", 2).await.unwrap().len(), 2);
+}
+
+/// Found by the model test: a writer whose view predates both a commit and
+/// the truncation that dropped it rebased onto a manifest with no segment
+/// to learn the stream's head from, and gave revision 0 again.
+async fn a_writer_behind_a_truncation_gives_the_next_revision(b: Backend) {
+    let fx = Fixture::new(b);
+    let (a, behind) = (fx.engine(test_config()), fx.engine(test_config()));
+    a.create_store("w").await.unwrap();
+    behind.append("w", batch(vec![ev("other", "T", "{}")])).await.unwrap();
+    a.append("w", batch(vec![ev("s", "T", "{}"), ev("s", "T", "{}")])).await.unwrap();
+    a.set_retention("w", Retention { truncate_before: Some(3), max_age_ms: None }).await.unwrap();
+    a.enforce_retention("w").await.unwrap();
+    let out = behind.append("w", batch(vec![ev("s", "T", "{}")])).await.unwrap();
+    assert_eq!((out.first_seq, out.streams[0].first_revision), (3, 2));
+    let out = behind.append("w", batch(vec![ev("other", "T", "{}")])).await.unwrap();
+    assert_eq!(out.streams[0].first_revision, 1);
 }
