@@ -2,7 +2,7 @@
 //! Engine benchmarks on local disk with fsync (in-process). Run with
 //! `cargo bench -p cairn-engine --bench engine [-- SCENARIO...]`; scenarios:
 //! `append`, `append1`, `append1k`, `scan`, `stream`, `memory`, `overhead`,
-//! `codecs`, `conditions`, `tags` (all when none is named). Results go to stdout, one line each.
+//! `codecs`, `conditions`, `tags`, `retention` (all when none is named). Results go to stdout, one line each.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -164,6 +164,58 @@ async fn bench_conditions() {
 /// objects, against a full scan: requests and bytes, counted under the
 /// engine (`CAIRN_BENCH_EVENTS`, default 1,000,000; 0.01% tagged), each
 /// read by a fresh engine with cold caches, on an in-memory store.
+/// Retention on a store of `n` events in 100,000 streams (rolled up as it
+/// grows): truncating half of it, what that costs and what it gives back.
+async fn bench_retention() {
+    let n: u64 = std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = tempfile::tempdir_in(bench_dir()).expect("dir");
+    let cfg = EngineConfig { retired_grace: Duration::ZERO, manifest_retention: Duration::ZERO, ..config() };
+    let engine = Engine::new(local(dir.path()), cfg.clone());
+    engine.create_store("r").await.expect("create");
+    for b in 0..n.div_ceil(1000) {
+        let events = (b * 1000..((b + 1) * 1000).min(n)).map(|i| event(format!("order-{}", (i * 7919) % 100_000), i, 100)).collect();
+        engine.append("r", AppendBatch { events, expected: vec![], condition: None }).await.expect("fill");
+    }
+    let before = engine.store_info("r").await.expect("info");
+    let disk = |p: &std::path::Path| -> u64 {
+        fn walk(p: &std::path::Path) -> u64 {
+            std::fs::read_dir(p).map_or(0, |d| d.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) }).sum())
+        }
+        walk(p)
+    };
+    let disk_before = disk(dir.path());
+    let t = Instant::now();
+    engine.set_retention("r", cairn_engine::Retention { truncate_before: Some(n / 2), max_age_ms: None }).await.expect("set");
+    let set = t.elapsed();
+    let after = engine.enforce_retention("r").await.expect("enforce");
+    let enforced = t.elapsed();
+    let gc = engine.gc("r").await.expect("gc");
+    let info = engine.store_info("r").await.expect("info");
+    let disk_after = disk(dir.path());
+    // An append right after, and a read of what is kept.
+    let t2 = Instant::now();
+    engine.append("r", AppendBatch::one_stream("order-1", vec![NewEvent::json("T", "{}")])).await.expect("append");
+    let append = t2.elapsed();
+    let (kept, _) = scan_from(&engine, "r", after.first_seq).await;
+    assert_eq!(kept, n + 1 - after.first_seq);
+    println!(
+        "retention: {n} events, {} index objects + {} segments, {:.1} MiB on disk; truncate_before {}: set in {:.1} ms, objects dropped in {:.0} ms (first seq {}, {} index objects + {} segments left), GC deleted {} objects: {:.1} MiB on disk ({:.0}% given back); next append {:.1} ms; {kept} events read back",
+        before.index_objects,
+        before.segments,
+        disk_before as f64 / (1 << 20) as f64,
+        n / 2,
+        set.as_secs_f64() * 1e3,
+        enforced.as_secs_f64() * 1e3,
+        after.first_seq,
+        info.index_objects,
+        info.segments,
+        gc.objects_deleted,
+        disk_after as f64 / (1 << 20) as f64,
+        100.0 * (1.0 - disk_after as f64 / disk_before as f64),
+        append.as_secs_f64() * 1e3
+    );
+}
+
 async fn bench_tags() {
     let n: u64 = std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let counting = cairn_engine::testing::CountingStore::new(Arc::new(object_store::memory::InMemory::new()));
@@ -212,7 +264,11 @@ async fn bench_tags() {
 }
 
 async fn scan_all(engine: &Engine, store: &str) -> (u64, u64) {
-    let mut scan = engine.read_store(store, 0, Default::default()).await.expect("scan");
+    scan_from(engine, store, 0).await
+}
+
+async fn scan_from(engine: &Engine, store: &str, from: u64) -> (u64, u64) {
+    let mut scan = engine.read_store(store, from, Default::default()).await.expect("scan");
     let (mut n, mut bytes) = (0u64, 0u64);
     // The zero-copy path, as the HTTP node serves it.
     while let Some(c) = scan.next_view().await.expect("chunk") {
@@ -476,6 +532,9 @@ fn main() {
         }
         if on("tags") {
             bench_tags().await;
+        }
+        if on("retention") {
+            bench_retention().await;
         }
     });
 }
