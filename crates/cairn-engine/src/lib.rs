@@ -467,7 +467,7 @@ impl Engine {
                     }
                     // A maximum age is applied on an idle store too.
                     if !s.current().retention.is_empty() {
-                        let _ = writer_of(&s, &clock, &writers).send(WriterMsg::Enforce { reply: None }).await;
+                        let _ = writer_of(&s, &clock, &writers).send(WriterMsg::Control(writer::Control::Enforce { reply: None })).await;
                     }
                 }
             });
@@ -554,7 +554,7 @@ impl Engine {
         }
         let s = self.open(store).await?;
         let (reply, rx) = oneshot::channel();
-        self.writer_for(&s).send(WriterMsg::SetRetention { retention, reply }).await.map_err(|_| RetentionError::ShuttingDown)?;
+        self.writer_for(&s).send(WriterMsg::Control(writer::Control::SetRetention { retention, reply })).await.map_err(|_| RetentionError::ShuttingDown)?;
         let m = rx.await.map_err(|_| RetentionError::ShuttingDown)??;
         Ok(RetentionInfo::of(&m))
     }
@@ -564,7 +564,7 @@ impl Engine {
     pub async fn enforce_retention(&self, store: &str) -> Result<RetentionInfo, RetentionError> {
         let s = self.open(store).await?;
         let (reply, rx) = oneshot::channel();
-        self.writer_for(&s).send(WriterMsg::Enforce { reply: Some(reply) }).await.map_err(|_| RetentionError::ShuttingDown)?;
+        self.writer_for(&s).send(WriterMsg::Control(writer::Control::Enforce { reply: Some(reply) })).await.map_err(|_| RetentionError::ShuttingDown)?;
         let m = rx.await.map_err(|_| RetentionError::ShuttingDown)??;
         Ok(RetentionInfo::of(&m))
     }

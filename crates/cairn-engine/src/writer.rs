@@ -38,6 +38,11 @@ const MAX_RETIRED: usize = 128;
 pub(crate) enum WriterMsg {
     /// `checked_to`: the batch's condition was found to hold below this seq.
     Append { batch: AppendBatch, reply: oneshot::Sender<Result<AppendOutcome, AppendError>>, checked_to: u64 },
+    /// Anything else: handled between commits.
+    Control(Control),
+}
+
+pub(crate) enum Control {
     /// Sets the store's retention: a manifest version of its own.
     SetRetention { retention: Retention, reply: oneshot::Sender<Result<Arc<Manifest>, RetentionError>> },
     /// Lets retention drop what it may now (`reply`: when that is committed).
@@ -272,7 +277,7 @@ struct Writer {
     /// N+1 needs no look at the GC boundary before it is acknowledged.
     view_confirmed: Option<Instant>,
     /// Messages other than appends, taken off the queue while batching.
-    control: VecDeque<WriterMsg>,
+    control: VecDeque<Control>,
     /// A truncation being prepared in the background.
     truncating: bool,
     /// Waiting for the truncation in progress to be committed.
@@ -329,8 +334,8 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
         }
         let (batch, reply, checked_to) = match rx.recv().await {
             Some(WriterMsg::Append { batch, reply, checked_to }) => (batch, reply, checked_to),
-            Some(other) => {
-                w.handle_control(other).await;
+            Some(WriterMsg::Control(c)) => {
+                w.handle_control(c).await;
                 continue;
             }
             None => break,
@@ -347,8 +352,8 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
             };
             let (batch, reply, checked_to) = match msg {
                 Some(WriterMsg::Append { batch, reply, checked_to }) => (batch, reply, checked_to),
-                Some(other) => {
-                    w.control.push_back(other);
+                Some(WriterMsg::Control(c)) => {
+                    w.control.push_back(c);
                     break;
                 }
                 None => break,
@@ -576,8 +581,8 @@ impl Writer {
         while bytes < self.cfg.max_batch_bytes {
             let (batch, reply, checked_to) = match rx.try_recv() {
                 Ok(WriterMsg::Append { batch, reply, checked_to }) => (batch, reply, checked_to),
-                Ok(other) => {
-                    self.control.push_back(other);
+                Ok(WriterMsg::Control(c)) => {
+                    self.control.push_back(c);
                     break;
                 }
                 Err(_) => break,
@@ -983,10 +988,9 @@ impl Writer {
         }
     }
 
-    async fn handle_control(&mut self, msg: WriterMsg) {
+    async fn handle_control(&mut self, msg: Control) {
         match msg {
-            WriterMsg::Append { .. } => unreachable!("appends are not control messages"),
-            WriterMsg::SetRetention { retention, reply } => {
+            Control::SetRetention { retention, reply } => {
                 let r = self.set_retention(&retention).await;
                 let ok = r.is_ok();
                 let _ = reply.send(r);
@@ -994,7 +998,7 @@ impl Writer {
                     self.start_truncation();
                 }
             }
-            WriterMsg::Enforce { reply } => {
+            Control::Enforce { reply } => {
                 if let Some(tx) = reply {
                     self.enforce_waiters.push(tx);
                 }
@@ -1004,7 +1008,7 @@ impl Writer {
                     self.enforce_waiters.drain(..).for_each(|tx| drop(tx.send(Ok(view.clone()))));
                 }
             }
-            WriterMsg::Truncation(prepared) => {
+            Control::Truncation(prepared) => {
                 self.truncating = false;
                 let r = match prepared {
                     Ok(Some(t)) => self.commit_change(&|m| Ok(t.apply(m)), &|m| match &t.kind {
@@ -1107,7 +1111,7 @@ impl Writer {
             let r = rollup::truncate(&store, &view, now).await;
             let tx = store.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(tx) = tx {
-                let _ = tx.send(WriterMsg::Truncation(r)).await;
+                let _ = tx.send(WriterMsg::Control(Control::Truncation(r))).await;
             }
         });
     }
