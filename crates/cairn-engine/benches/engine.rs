@@ -187,7 +187,7 @@ async fn bench_retention() {
     let t = Instant::now();
     engine.set_retention("r", cairn_engine::Retention { truncate_before: Some(n / 2), max_age_ms: None }).await.expect("set");
     let set = t.elapsed();
-    let after = engine.enforce_retention("r").await.expect("enforce");
+    let after = engine.apply_policies("r").await.expect("enforce");
     let enforced = t.elapsed();
     let gc = engine.gc("r").await.expect("gc");
     let info = engine.store_info("r").await.expect("info");

@@ -24,8 +24,14 @@ impl<K, V: Weigh> Weighter<K, V> for ByWeight {
     }
 }
 
-#[derive(Clone)]
 pub struct Sized<T>(pub Arc<T>, pub u64);
+
+// By hand: a derive would ask `T: Clone`, and only the `Arc` is cloned.
+impl<T> Clone for Sized<T> {
+    fn clone(&self) -> Self {
+        Sized(self.0.clone(), self.1)
+    }
+}
 
 impl<T> Weigh for Sized<T> {
     fn weight(&self) -> u64 {
@@ -42,6 +48,8 @@ pub struct Caches {
     index_footers: C<Arc<str>, IndexFooter>,
     pages: C<(Arc<str>, u64), Vec<StreamRuns>>,
     blocks: C<(Arc<str>, u64), Block>,
+    /// Open archives (their decoded footers).
+    archives: C<Arc<str>, cairn_archive::Archive>,
 }
 
 fn footer_weight(f: &Footer) -> u64 {
@@ -95,6 +103,7 @@ impl Caches {
             index_footers: Cache::with_weighter(256, eighth.max(1), ByWeight),
             pages: Cache::with_weighter(1024, (eighth * 2).max(1), ByWeight),
             blocks: Cache::with_weighter(1024, block_bytes.max(1), ByWeight),
+            archives: Cache::with_weighter(256, eighth.max(1), ByWeight),
         }
     }
 
@@ -130,8 +139,16 @@ impl Caches {
         let w = b.weight();
         self.blocks.insert((name, offset), Sized(b, w));
     }
+    pub fn archive(&self, name: &str) -> Option<Arc<cairn_archive::Archive>> {
+        self.seen(CacheKind::IndexFooter, self.archives.get(name).map(|s| s.0))
+    }
+    pub fn put_archive(&self, name: Arc<str>, a: Arc<cairn_archive::Archive>) {
+        let f = a.footer();
+        let w = (f.time_table.len() + f.blocks.len() * 40 + f.space_pages.len() * 64 + f.posting_pages.len() * 96 + f.space_filter.byte_len() + f.value_filter.byte_len()) as u64;
+        self.archives.insert(name, Sized(a, w));
+    }
     /// Bytes held: (metadata, blocks).
     pub fn weights(&self) -> (u64, u64) {
-        (self.footers.weight() + self.index_footers.weight() + self.pages.weight(), self.blocks.weight())
+        (self.footers.weight() + self.index_footers.weight() + self.pages.weight() + self.archives.weight(), self.blocks.weight())
     }
 }

@@ -77,13 +77,14 @@ pub(crate) async fn collect(store: &Store) -> Result<GcReport, StorageError> {
     let m = store.refresh().await?;
     let mut live: HashSet<String> = m.segments.iter().map(|s| s.name.clone()).collect();
     live.extend(m.heads.iter().map(|h| h.name.clone()));
+    live.extend(m.archives.iter().map(|a| a.name.clone()));
     for idx in &m.indexes {
         live.insert(idx.name.clone());
         let f = store.index_footer(idx).await?;
         live.extend(f.segments.iter().map(|s| s.name.clone()));
     }
     let retired: HashMap<&str, i64> = m.retired.iter().map(|r| (r.name.as_str(), r.since_ms)).collect();
-    for dir in [store.paths.seg_dir(), store.paths.idx_dir()] {
+    for dir in [store.paths.seg_dir(), store.paths.idx_dir(), store.paths.arc_dir()] {
         for o in objects.list(&dir).await? {
             let Some(name) = o.location.filename() else { continue };
             if live.contains(name) {

@@ -39,6 +39,7 @@ pub mod rollup;
 pub mod storage;
 mod store;
 pub mod testing;
+mod tier;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -51,7 +52,7 @@ use cairn_format::manifest::{Manifest, Root};
 use object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
 
-pub use cairn_format::manifest::Retention;
+pub use cairn_format::manifest::{Retention, Tiering};
 pub use error::{AppendError, ReadError, RetentionError, StorageError, StoreError, StreamConflict};
 pub use reader::{Direction, ReadEvent, StoreScan, StreamScan};
 use store::{json, read_root, Shared, Store};
@@ -105,6 +106,11 @@ pub struct EngineConfig {
     pub reupload_after: Duration,
     /// How often an open store is collected (`None`: only on request).
     pub gc_interval: Option<Duration>,
+    /// Tiering writes archives of at most this many events ...
+    pub archive_events: u64,
+    /// ... or this many bytes of event data (a `$all` read decodes one
+    /// archive whole: this bounds its memory).
+    pub archive_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -133,6 +139,8 @@ impl Default for EngineConfig {
             retired_grace: Duration::from_secs(3600),
             reupload_after: Duration::from_secs(600),
             gc_interval: Some(Duration::from_secs(600)),
+            archive_events: 1_000_000,
+            archive_bytes: 32 << 20,
         }
     }
 }
@@ -272,6 +280,7 @@ pub struct StoreInfo {
     pub idempotency_window: u64,
     pub segments: usize,
     pub index_objects: usize,
+    pub archives: usize,
     pub last_ts: i64,
     /// Bytes of the segments and index objects that make up the store.
     pub bytes: u64,
@@ -466,7 +475,8 @@ impl Engine {
                         tracing::warn!(store = %s.paths.store, error = %e, "gc failed");
                     }
                     // A maximum age is applied on an idle store too.
-                    if !s.current().retention.is_empty() {
+                    let m = s.current();
+                    if !m.retention.is_empty() || !m.tiering.is_empty() {
                         let _ = writer_of(&s, &clock, &writers).send(WriterMsg::Control(writer::Control::Enforce { reply: None })).await;
                     }
                 }
@@ -489,7 +499,7 @@ impl Engine {
         let s = self.open(name).await?;
         let m = s.refresh().await?;
         // Segments behind index objects are listed in their footers (cached).
-        let mut bytes: u64 = m.segments.iter().map(|g| g.bytes).sum::<u64>() + m.heads.as_ref().map_or(0, |h| h.bytes);
+        let mut bytes: u64 = m.segments.iter().map(|g| g.bytes).sum::<u64>() + m.heads.as_ref().map_or(0, |h| h.bytes) + m.archives.iter().map(|a| a.bytes).sum::<u64>();
         for i in &m.indexes {
             bytes += i.bytes + s.index_footer(i).await?.segments.iter().map(|g| g.bytes).sum::<u64>();
         }
@@ -501,6 +511,7 @@ impl Engine {
             idempotency_window: self.shared.config.idempotency_window,
             segments: m.segments.len(),
             index_objects: m.indexes.len(),
+            archives: m.archives.len(),
             last_ts: m.last_ts,
             bytes,
             first_seq: m.first_seq,
@@ -559,9 +570,33 @@ impl Engine {
         Ok(RetentionInfo::of(&m))
     }
 
-    /// Drops now what retention lets go of, and answers once that is
-    /// committed.
-    pub async fn enforce_retention(&self, store: &str) -> Result<RetentionInfo, RetentionError> {
+    /// The store's tiering settings.
+    pub async fn tiering(&self, store: &str) -> Result<Tiering, RetentionError> {
+        let s = self.open(store).await?;
+        let m = s.refresh().await.map_err(|e| RetentionError::from(StoreError::from(e)))?;
+        Ok(m.tiering.clone())
+    }
+
+    /// Sets a store's tiering: whole index objects before `seal_before`,
+    /// or whose newest event is older than `seal_after_ms`, are sealed into
+    /// archives in the background (never inside the idempotency window).
+    /// Reads are the same before and after.
+    pub async fn set_tiering(&self, store: &str, tiering: Tiering) -> Result<Tiering, RetentionError> {
+        if let Some(a) = tiering.seal_after_ms {
+            if a == 0 || a > i64::MAX as u64 {
+                return Err(RetentionError::Invalid(format!("seal_after_ms={a} must be between 1 and {}", i64::MAX)));
+            }
+        }
+        let s = self.open(store).await?;
+        let (reply, rx) = oneshot::channel();
+        self.writer_for(&s).send(WriterMsg::Control(writer::Control::SetTiering { tiering, reply })).await.map_err(|_| RetentionError::ShuttingDown)?;
+        let m = rx.await.map_err(|_| RetentionError::ShuttingDown)??;
+        Ok(m.tiering.clone())
+    }
+
+    /// Drops now what retention lets go of and seals what tiering may,
+    /// step by step, and answers once nothing more is due.
+    pub async fn apply_policies(&self, store: &str) -> Result<RetentionInfo, RetentionError> {
         let s = self.open(store).await?;
         let (reply, rx) = oneshot::channel();
         self.writer_for(&s).send(WriterMsg::Control(writer::Control::Enforce { reply: Some(reply) })).await.map_err(|_| RetentionError::ShuttingDown)?;

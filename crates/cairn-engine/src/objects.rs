@@ -54,9 +54,18 @@ impl StorePaths {
     pub fn idx_dir(&self) -> Path {
         Path::from(format!("{}/idx", self.base))
     }
-    /// Segments and index objects are named by their file name alone.
+    pub fn arc_dir(&self) -> Path {
+        Path::from(format!("{}/arc", self.base))
+    }
+    /// Segments, index objects and archives are named by their file name alone.
     pub fn object(&self, name: &str) -> Path {
-        let dir = if name.ends_with(".idx") { "idx" } else { "seg" };
+        let dir = if name.ends_with(".idx") {
+            "idx"
+        } else if name.ends_with(".arc") {
+            "arc"
+        } else {
+            "seg"
+        };
         Path::from(format!("{}/{dir}/{name}", self.base))
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cairn_format::block::{Event, BLOCK_HEADER_LEN};
 use cairn_format::bloom::BloomHash;
 use cairn_format::index::SegmentRef;
-use cairn_format::manifest::Manifest;
+use cairn_format::manifest::{ArchiveRef, Manifest};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
@@ -109,10 +109,35 @@ struct StreamBlockLoc {
     len: u32,
     first_index: u32,
     first_revision: u64,
+    /// The stream's events in an archive instead (all of them, at once).
+    archive: Option<ArchiveRef>,
 }
 
-/// Every block holding `stream`, in revision order.
-async fn stream_blocks(store: &Store, m: &Manifest, stream: &str) -> Result<Vec<StreamBlockLoc>, StorageError> {
+/// Every block holding `stream`, in revision order; `head` is its last
+/// revision (archives hold a count of a stream's events, not revisions:
+/// theirs are counted back from what follows them).
+async fn stream_blocks(store: &Store, m: &Manifest, stream: &str, head: Option<u64>) -> Result<Vec<StreamBlockLoc>, StorageError> {
+    let mut archived = Vec::new();
+    for a in &m.archives {
+        let n = crate::tier::stream_count(store, a, stream).await?;
+        if n > 0 {
+            archived.push((a, n));
+        }
+    }
+    let mut out = stream_blocks_after_archives(store, m, stream).await?;
+    let mut next = out.first().map(|b| b.first_revision).or(head.map(|h| h + 1));
+    let mut front = Vec::with_capacity(archived.len());
+    for (a, n) in archived.into_iter().rev() {
+        let first = next.and_then(|r| r.checked_sub(n)).ok_or_else(|| StorageError::Corrupt(format!("{}: more events of {stream:?} than revisions before", a.name)))?;
+        front.push(StreamBlockLoc { segment: a.name.as_str().into(), base_seq: a.first_seq, offset: 0, len: 0, first_index: 0, first_revision: first, archive: Some(a.clone()) });
+        next = Some(first);
+    }
+    front.reverse();
+    front.append(&mut out);
+    Ok(front)
+}
+
+async fn stream_blocks_after_archives(store: &Store, m: &Manifest, stream: &str) -> Result<Vec<StreamBlockLoc>, StorageError> {
     let mut out = Vec::new();
     for idx in &m.indexes {
         let f = store.index_footer(idx).await?;
@@ -126,7 +151,7 @@ async fn stream_blocks(store: &Store, m: &Manifest, stream: &str) -> Result<Vec<
                 .ok_or_else(|| StorageError::Corrupt(format!("{}: run names segment {}", idx.name, run.segment)))?;
             let name: Arc<str> = seg.name.as_str().into();
             for b in &run.blocks {
-                out.push(StreamBlockLoc { segment: name.clone(), base_seq: seg.base_seq, offset: b.offset, len: b.len, first_index: b.first_index, first_revision: b.first_revision });
+                out.push(StreamBlockLoc { segment: name.clone(), base_seq: seg.base_seq, offset: b.offset, len: b.len, first_index: b.first_index, first_revision: b.first_revision, archive: None });
             }
         }
     }
@@ -136,7 +161,7 @@ async fn stream_blocks(store: &Store, m: &Manifest, stream: &str) -> Result<Vec<
         let name: Arc<str> = seg.name.as_str().into();
         for b in &s.blocks {
             let meta = &f.blocks[b.block as usize];
-            out.push(StreamBlockLoc { segment: name.clone(), base_seq: seg.base_seq, offset: meta.offset, len: meta.len, first_index: meta.first_index, first_revision: b.first_revision });
+            out.push(StreamBlockLoc { segment: name.clone(), base_seq: seg.base_seq, offset: meta.offset, len: meta.len, first_index: meta.first_index, first_revision: b.first_revision, archive: None });
         }
     }
     Ok(out)
@@ -164,8 +189,9 @@ pub(crate) async fn find_ids(store: &Store, m: &Manifest, gaps: &[(u64, u64)], i
     let mut found = HashMap::new();
     let hashes: Vec<BloomHash> = ids.iter().map(|i| BloomHash::of(i)).collect();
     for &(from, to) in gaps {
-        // Ids of events retention dropped are not looked for.
-        let from = from.max(m.stored_from);
+        // Ids of events retention dropped, or tiering sealed (never inside
+        // the window), are not looked for.
+        let from = from.max(m.archived_end());
         for seg in store.segments_between(m, from, to).await? {
             let f = store.footer(&seg).await?;
             let mut blocks: Vec<usize> = Vec::new();
@@ -201,6 +227,12 @@ pub(crate) async fn find_ids(store: &Store, m: &Manifest, gaps: &[(u64, u64)], i
 /// query item with tags looks only at the blocks the segments' tag
 /// indexes list for all of its tags; one without tags reads every block.
 pub(crate) async fn first_match(store: &Store, m: &Manifest, from: u64, to: u64, c: &AppendCondition) -> Result<Option<u64>, StorageError> {
+    // Archives first: they are the oldest, so a match there is the first.
+    for arc in m.archives.iter().filter(|x| x.end_seq > from && x.first_seq < to) {
+        if let Some(seq) = crate::tier::first_match(store, arc, from, to, c).await? {
+            return Ok(Some(seq));
+        }
+    }
     for seg in store.segments_between(m, from, to).await? {
         let f = store.footer(&seg).await?;
         let first = f.block_of(from.saturating_sub(seg.base_seq) as u32).unwrap_or(0);
@@ -263,13 +295,15 @@ impl Chunk {
     }
 }
 
-/// A range GET over adjacent blocks of one segment.
+/// A range GET over adjacent blocks of one segment, or an archive.
 struct Unit {
     seg: SegmentRef,
     /// (offset, len, first_index) of each block, adjacent.
     blocks: Vec<(u64, u32, u32)>,
     /// The seq this unit's scan reaches (for `next`).
     end_seq: u64,
+    /// An archive, read whole (or by its postings for a tag), instead.
+    archive: Option<ArchiveRef>,
 }
 
 type Fetched = Result<(u64, Vec<Arc<Block>>, u64), StorageError>;
@@ -283,6 +317,8 @@ pub struct StoreScan {
     left: usize,
     tag: Option<(String, String)>,
     budget: u64,
+    /// Archives to read before `segments`.
+    archives: VecDeque<ArchiveRef>,
     segments: VecDeque<SegmentRef>,
     units: VecDeque<Unit>,
     inflight: FuturesOrdered<BoxFuture<'static, Fetched>>,
@@ -312,6 +348,7 @@ impl StoreScan {
             left: opts.limit.unwrap_or(usize::MAX),
             tag: opts.tag,
             budget,
+            archives: VecDeque::new(),
             segments: VecDeque::new(),
             units: VecDeque::new(),
             inflight: FuturesOrdered::new(),
@@ -344,12 +381,19 @@ impl StoreScan {
         }
         self.units.clear();
         self.inflight = FuturesOrdered::new();
+        let (pos, end) = (self.pos, self.end);
+        self.archives = self.view.archives.iter().filter(|a| a.end_seq > pos && a.first_seq < end).cloned().collect();
         self.segments = self.store.segments_between(&self.view, self.pos, self.end).await?.into();
         Ok(())
     }
 
     /// Plans the units of the next segment.
     async fn plan_segment(&mut self) -> Result<bool, StorageError> {
+        if let Some(a) = self.archives.pop_front() {
+            let seg = SegmentRef { name: a.name.clone(), base_seq: a.first_seq, count: a.end_seq - a.first_seq, bytes: a.bytes, footer_offset: 0, footer_len: 0, min_ts: 0, max_ts: a.max_ts };
+            self.units.push_back(Unit { seg, blocks: Vec::new(), end_seq: a.end_seq, archive: Some(a) });
+            return Ok(true);
+        }
         let Some(seg) = self.segments.pop_front() else { return Ok(false) };
         let f = self.store.footer(&seg).await?;
         let max = self.store.shared.config.scan_range_bytes;
@@ -374,7 +418,7 @@ impl StoreScan {
                 if let Some(u) = unit.take() {
                     self.units.push_back(u);
                 }
-                unit = Some(Unit { seg: seg.clone(), blocks: Vec::new(), end_seq: 0 });
+                unit = Some(Unit { seg: seg.clone(), blocks: Vec::new(), end_seq: 0, archive: None });
                 decoded = 0;
             }
             decoded += u64::from(b.decoded_len);
@@ -396,7 +440,25 @@ impl StoreScan {
 
     fn fetch(&self, u: Unit) -> BoxFuture<'static, Fetched> {
         let store = self.store.clone();
+        let tag = self.tag.clone();
         Box::pin(async move {
+            if let Some(a) = &u.archive {
+                // As blocks: the whole archive in seq order is one block
+                // from its first seq; a tag's events one block each.
+                return match &tag {
+                    None => {
+                        let evs = crate::tier::all(&store, a).await?;
+                        let base = evs.first().map_or(a.first_seq, |e| e.seq);
+                        let events = evs.into_iter().map(|e| e.event).collect();
+                        Ok((base, vec![Arc::new(Block::new(events, 0))], a.end_seq))
+                    }
+                    Some((k, v)) => {
+                        let evs = crate::tier::tagged(&store, a, k, v).await?;
+                        let blocks = evs.into_iter().map(|e| Arc::new(Block::new(vec![e.event], (e.seq - a.first_seq) as u32))).collect();
+                        Ok((a.first_seq, blocks, a.end_seq))
+                    }
+                };
+            }
             let name = u.seg.name.as_str();
             let all_cached: Option<Vec<_>> = u.blocks.iter().map(|(o, _, _)| store.shared.caches.block(&name.into(), *o)).collect();
             if let Some(blocks) = all_cached {
@@ -601,8 +663,8 @@ impl StreamScan {
         for (_, t) in self.inflight.drain(..) {
             t.abort();
         }
-        let all = stream_blocks(&self.store, view, &self.stream).await?;
         self.head = head(&self.store, view, &self.stream).await?;
+        let all = stream_blocks(&self.store, view, &self.stream, self.head).await?;
         self.first_seq = view.first_seq;
         let ends: Vec<u64> = all.iter().skip(1).map(|b| b.first_revision).chain(self.head.map(|h| h + 1)).collect();
         match self.direction {
@@ -637,7 +699,12 @@ impl StreamScan {
             while self.inflight.len() < self.depth {
                 let Some(loc) = self.blocks.pop_front() else { break };
                 let (store, l, stream) = (self.store.clone(), loc.clone(), self.stream.clone());
-                let task = tokio::spawn(async move { store.stream_block(&l.segment, l.offset, l.len, l.first_index, &stream).await });
+                let task = tokio::spawn(async move {
+                    match &l.archive {
+                        Some(a) => Ok(crate::tier::stream_events(&store, a, &stream).await?.into_iter().map(|e| ((e.seq - a.first_seq) as u32, e.event)).collect()),
+                        None => store.stream_block(&l.segment, l.offset, l.len, l.first_index, &stream).await,
+                    }
+                });
                 self.inflight.push_back((loc, task));
             }
             let Some((loc, task)) = self.inflight.pop_front() else {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_format::index::{HeadsBuilder, IndexBuilder, SegmentRef};
-use cairn_format::manifest::{IndexRef, Manifest};
+use cairn_format::manifest::{ArchiveRef, IndexRef, Manifest};
 use cairn_format::segment::{encode_footer, merge_footers, MergeInput};
 use object_store::buffered::BufWriter;
 use futures::{StreamExt, TryStreamExt};
@@ -35,12 +35,16 @@ pub enum ReplacementKind {
     RollUp { replaced: Vec<String>, index: IndexRef, since_ms: i64 },
     /// `replaced` are adjacent index objects.
     MergeIndexes { replaced: Vec<String>, index: IndexRef, since_ms: i64 },
-    /// Retention: the first `indexes` index objects and then the first
-    /// `segments` recent segments are dropped (everything before `end`);
-    /// `heads` (replacing `old_heads`) keeps their streams' last revisions.
-    /// `retire` lists every object dropped, the segments behind the index
-    /// objects too.
-    Truncate { indexes: Vec<String>, segments: Vec<String>, old_heads: Option<String>, heads: Option<IndexRef>, end: u64, retire: Vec<String>, since_ms: i64 },
+    /// Retention: the first `archives`, then the first `indexes` index
+    /// objects, then the first `segments` recent segments are dropped
+    /// (everything before `end`); `heads` (replacing `old_heads`) keeps
+    /// their streams' last revisions. `retire` lists every object dropped,
+    /// the segments behind the index objects too.
+    Truncate { archives: Vec<String>, indexes: Vec<String>, segments: Vec<String>, old_heads: Option<String>, heads: Option<IndexRef>, end: u64, retire: Vec<String>, since_ms: i64 },
+    /// Tiering: the first `indexes` index objects are replaced by
+    /// `archives` (the same seqs); `heads` (replacing `old_heads`) takes
+    /// their streams' last revisions.
+    Seal { indexes: Vec<String>, archives: Vec<ArchiveRef>, old_heads: Option<String>, heads: Option<IndexRef>, retire: Vec<String>, since_ms: i64 },
 }
 
 /// Uploads an index object and returns its reference and the store's clock
@@ -147,24 +151,14 @@ pub(crate) async fn merge_indexes(store: &Store, indexes: Vec<IndexRef>) -> Resu
     Ok(Replacement { kind, made })
 }
 
-/// What retention lets go of in `m` as of `now_ms` (the node's clock, which
-/// event timestamps come from): whole objects from the oldest end, those
-/// entirely before `m.first_seq` or whose newest event is older than the
-/// maximum age. `None` when nothing is due.
-pub(crate) async fn truncate(store: &Store, m: &Manifest, now_ms: i64) -> Result<Option<Replacement>, StorageError> {
-    let made = std::time::Instant::now();
-    let cutoff = m.retention.max_age_ms.map(|a| now_ms.saturating_sub(i64::try_from(a).unwrap_or(i64::MAX)));
-    let old = |end: u64, max_ts: i64| end <= m.first_seq || cutoff.is_some_and(|c| max_ts < c);
+/// A heads object holding the last revision of every stream of the index
+/// objects `indexes`, the segments `segments` and `m`'s heads object, for
+/// the history before `end`; `None` when there is no stream. With the
+/// store's clock (for the grace of what it replaces).
+pub(crate) async fn fold_heads(store: &Store, m: &Manifest, indexes: &[IndexRef], segments: &[SegmentRef], end: u64) -> Result<(Option<IndexRef>, i64), StorageError> {
     let mut heads = HeadsBuilder::new();
-    let mut retire = Vec::new();
-    let mut indexes = Vec::new();
-    let mut end = m.stored_from;
-    for idx in &m.indexes {
+    for idx in indexes.iter().chain(m.heads.iter()) {
         let f = store.index_footer(idx).await?;
-        let max_ts = f.segments.iter().map(|s| s.max_ts).max().unwrap_or(i64::MIN);
-        if !old(idx.end_seq, max_ts) {
-            break;
-        }
         let pages: Vec<_> = futures::stream::iter(f.pages.iter().cloned().map(|p| async move { store.page(&idx.name, &p).await }))
             .buffered(FETCHES_IN_FLIGHT)
             .try_collect()
@@ -174,51 +168,88 @@ pub(crate) async fn truncate(store: &Store, m: &Manifest, now_ms: i64) -> Result
                 heads.add(&s.name, s.last_revision);
             }
         }
-        indexes.push(idx.name.clone());
-        retire.push(idx.name.clone());
-        retire.extend(f.segments.iter().map(|s| s.name.clone()));
-        end = idx.end_seq;
+    }
+    for seg in segments {
+        let f = store.footer(seg).await?;
+        for s in &f.streams {
+            heads.add(&s.name, s.last_revision());
+        }
+    }
+    if heads.is_empty() {
+        let clock = store.paths.clock();
+        store.shared.objects.put(&clock, Bytes::from_static(b"{}")).await?;
+        return Ok((None, store.shared.objects.head(&clock).await?.last_modified.timestamp_millis()));
+    }
+    let cfg = &store.shared.config;
+    let (codec, level) = (cfg.encode.codec, cfg.encode.zstd_level);
+    let (r, since) = upload_encoded(store, move || heads.finish(end, codec, level)).await?;
+    Ok((Some(r), since))
+}
+
+/// What retention lets go of in `m` as of `now_ms` (the node's clock, which
+/// event timestamps come from): whole objects from the oldest end
+/// (archives, then index objects, then recent segments), those entirely
+/// before `m.first_seq` or whose newest event is older than the maximum
+/// age. `None` when nothing is due.
+pub(crate) async fn truncate(store: &Store, m: &Manifest, now_ms: i64) -> Result<Option<Replacement>, StorageError> {
+    let made = std::time::Instant::now();
+    let cutoff = m.retention.max_age_ms.map(|a| now_ms.saturating_sub(i64::try_from(a).unwrap_or(i64::MAX)));
+    let old = |end: u64, max_ts: i64| end <= m.first_seq || cutoff.is_some_and(|c| max_ts < c);
+    let mut retire = Vec::new();
+    let mut end = m.stored_from;
+    // Archives' streams are in the heads object already (sealing put them there).
+    let mut archives = Vec::new();
+    for a in &m.archives {
+        if !old(a.end_seq, a.max_ts) {
+            break;
+        }
+        archives.push(a.name.clone());
+        retire.push(a.name.clone());
+        end = a.end_seq;
+    }
+    let mut indexes = Vec::new();
+    if archives.len() == m.archives.len() {
+        for idx in &m.indexes {
+            let f = store.index_footer(idx).await?;
+            let max_ts = f.segments.iter().map(|s| s.max_ts).max().unwrap_or(i64::MIN);
+            if !old(idx.end_seq, max_ts) {
+                break;
+            }
+            indexes.push(idx.clone());
+            retire.push(idx.name.clone());
+            retire.extend(f.segments.iter().map(|s| s.name.clone()));
+            end = idx.end_seq;
+        }
     }
     let mut segments = Vec::new();
-    if indexes.len() == m.indexes.len() {
+    if archives.len() == m.archives.len() && indexes.len() == m.indexes.len() {
         for seg in &m.segments {
             if !old(seg.end_seq(), seg.max_ts) {
                 break;
             }
-            let f = store.footer(seg).await?;
-            for s in &f.streams {
-                heads.add(&s.name, s.last_revision());
-            }
-            segments.push(seg.name.clone());
+            segments.push(seg.clone());
             retire.push(seg.name.clone());
             end = seg.end_seq();
         }
     }
-    if indexes.is_empty() && segments.is_empty() {
+    if archives.is_empty() && indexes.is_empty() && segments.is_empty() {
         return Ok(None);
     }
     let old_heads = m.heads.as_ref().map(|h| h.name.clone());
-    if let Some(h) = &m.heads {
-        let f = store.index_footer(h).await?;
-        for p in &f.pages {
-            for s in store.page(&h.name, p).await?.iter() {
-                heads.add(&s.name, s.last_revision);
-            }
-        }
-        retire.push(h.name.clone());
+    if let Some(h) = &old_heads {
+        retire.push(h.clone());
     }
-    let streams = heads.len();
-    let (heads, since_ms) = if heads.is_empty() {
-        let clock = store.paths.clock();
-        store.shared.objects.put(&clock, Bytes::from_static(b"{}")).await?;
-        (None, store.shared.objects.head(&clock).await?.last_modified.timestamp_millis())
-    } else {
-        let cfg = &store.shared.config;
-        let (codec, level) = (cfg.encode.codec, cfg.encode.zstd_level);
-        let (r, since) = upload_encoded(store, move || heads.finish(end, codec, level)).await?;
-        (Some(r), since)
+    let (heads, since_ms) = fold_heads(store, m, &indexes, &segments, end).await?;
+    tracing::info!(store = %store.paths.store, archives = archives.len(), index_objects = indexes.len(), segments = segments.len(), end, "retention drops objects");
+    let kind = ReplacementKind::Truncate {
+        archives,
+        indexes: indexes.into_iter().map(|i| i.name).collect(),
+        segments: segments.into_iter().map(|s| s.name).collect(),
+        old_heads,
+        heads,
+        end,
+        retire,
+        since_ms,
     };
-    tracing::info!(store = %store.paths.store, index_objects = indexes.len(), segments = segments.len(), end, streams, "retention drops objects");
-    let kind = ReplacementKind::Truncate { indexes, segments, old_heads, heads, end, retire, since_ms };
     Ok(Some(Replacement { kind, made }))
 }

@@ -57,6 +57,10 @@ pub(crate) fn index_name() -> String {
     format!("{}.idx", ulid::Ulid::generate())
 }
 
+pub(crate) fn archive_name() -> String {
+    format!("{}.arc", ulid::Ulid::generate())
+}
+
 impl Store {
     /// Opens the live incarnation of `name`: root, newest boundary, newest
     /// manifest (a LIST from the boundary's floor, then GETs of N+1).

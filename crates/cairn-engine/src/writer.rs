@@ -20,7 +20,7 @@ use bytes::Bytes;
 use cairn_format::block::Event;
 use cairn_format::bloom::BloomHash;
 use cairn_format::index::SegmentRef;
-use cairn_format::manifest::{Manifest, Retention, Retired};
+use cairn_format::manifest::{Manifest, Retention, Retired, Tiering};
 use cairn_format::segment::{encode_segment, EncodedSegment};
 use rand::RngExt;
 use tokio::sync::{mpsc, oneshot};
@@ -45,7 +45,10 @@ pub(crate) enum WriterMsg {
 pub(crate) enum Control {
     /// Sets the store's retention: a manifest version of its own.
     SetRetention { retention: Retention, reply: oneshot::Sender<Result<Arc<Manifest>, RetentionError>> },
-    /// Lets retention drop what it may now (`reply`: when that is committed).
+    /// Sets the store's tiering: a manifest version of its own.
+    SetTiering { tiering: Tiering, reply: oneshot::Sender<Result<Arc<Manifest>, RetentionError>> },
+    /// Lets retention drop and tiering seal what they may now (`reply`:
+    /// when nothing more is due).
     Enforce { reply: Option<oneshot::Sender<Result<Arc<Manifest>, RetentionError>>> },
     /// A truncation prepared in the background, to be committed.
     Truncation(Result<Option<Replacement>, StorageError>),
@@ -998,9 +1001,32 @@ impl Writer {
                     self.start_truncation();
                 }
             }
+            Control::SetTiering { tiering, reply } => {
+                self.rebase_to_newest().await.ok();
+                let change = |m: &mut Manifest| {
+                    if m.tiering == tiering {
+                        return Ok(false);
+                    }
+                    m.tiering = tiering.clone();
+                    Ok(true)
+                };
+                let r = self.commit_change(&change, &|m| m.tiering == tiering).await;
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok {
+                    self.start_truncation();
+                }
+            }
             Control::Enforce { reply } => {
                 if let Some(tx) = reply {
                     self.enforce_waiters.push(tx);
+                }
+                // What is due is judged on the newest manifest.
+                if !self.truncating {
+                    if let Err(e) = self.rebase_to_newest().await {
+                        self.enforce_waiters.drain(..).for_each(|tx| drop(tx.send(Err(RetentionError::Storage(e.clone())))));
+                        return;
+                    }
                 }
                 self.start_truncation();
                 if !self.truncating {
@@ -1011,15 +1037,28 @@ impl Writer {
             Control::Truncation(prepared) => {
                 self.truncating = false;
                 let r = match prepared {
-                    Ok(Some(t)) => self.commit_change(&|m| Ok(t.apply(m)), &|m| match &t.kind {
-                        ReplacementKind::Truncate { end, .. } => m.stored_from >= *end,
-                        _ => false,
-                    }).await,
+                    Ok(Some(t)) => {
+                        let r = self
+                            .commit_change(&|m| Ok(t.apply(m)), &|m| match &t.kind {
+                                ReplacementKind::Truncate { end, .. } => m.stored_from >= *end,
+                                ReplacementKind::Seal { archives, .. } => archives.first().is_some_and(|a| m.archives.iter().any(|x| x.name == a.name)),
+                                _ => false,
+                            })
+                            .await;
+                        if r.is_ok() && !self.enforce_waiters.is_empty() {
+                            // On command: go on until nothing more is due.
+                            self.start_truncation();
+                            if self.truncating {
+                                return;
+                            }
+                        }
+                        r
+                    }
                     Ok(None) => Ok(self.view.clone()),
                     Err(e) => Err(RetentionError::Storage(e)),
                 };
                 if let Err(e) = &r {
-                    tracing::warn!(store = %self.store.paths.store, error = %e, "retention failed; will retry");
+                    tracing::warn!(store = %self.store.paths.store, error = %e, "retention or tiering failed; will retry");
                 }
                 self.enforce_waiters.drain(..).for_each(|tx| drop(tx.send(r.clone())));
             }
@@ -1101,14 +1140,19 @@ impl Writer {
     /// Starts preparing a truncation of what retention lets go of, unless
     /// one is being prepared; it comes back as a `Truncation` message.
     fn start_truncation(&mut self) {
-        if self.truncating || (self.view.retention.is_empty() && self.view.first_seq == self.view.stored_from) {
+        let m = &self.view;
+        if self.truncating || (m.retention.is_empty() && m.first_seq == m.stored_from && m.tiering.is_empty()) {
             return;
         }
         self.truncating = true;
         self.last_age_check = Some(Instant::now());
         let (store, view, now) = (self.store.clone(), self.view.clone(), self.clock.now_ms());
         tokio::spawn(async move {
-            let r = rollup::truncate(&store, &view, now).await;
+            // What is dropped is not sealed first.
+            let r = match rollup::truncate(&store, &view, now).await {
+                Ok(None) => crate::tier::seal(&store, &view, now).await,
+                other => other,
+            };
             let tx = store.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(tx) = tx {
                 let _ = tx.send(WriterMsg::Control(Control::Truncation(r))).await;
@@ -1121,13 +1165,15 @@ impl Writer {
     /// [`AGE_CHECK_INTERVAL`], objects past the maximum age).
     fn maybe_start_truncation(&mut self) {
         let m = &self.view;
-        if m.retention.is_empty() && m.first_seq == m.stored_from {
+        if m.retention.is_empty() && m.first_seq == m.stored_from && m.tiering.is_empty() {
             return;
         }
-        let oldest_end = m.indexes.first().map(|i| i.end_seq).or_else(|| m.segments.first().map(|s| s.end_seq()));
+        let oldest_end = m.archives.first().map(|a| a.end_seq).or_else(|| m.indexes.first().map(|i| i.end_seq)).or_else(|| m.segments.first().map(|s| s.end_seq()));
         let emptied = oldest_end.is_some_and(|e| e <= m.first_seq);
-        let age_due = m.retention.max_age_ms.is_some() && self.last_age_check.is_none_or(|t| t.elapsed() >= AGE_CHECK_INTERVAL);
-        if emptied || age_due {
+        let sealable = m.indexes.first().is_some_and(|i| i.end_seq <= m.window_start && m.tiering.seal_before.is_some_and(|b| i.end_seq <= b));
+        let aged = m.retention.max_age_ms.is_some() || (m.tiering.seal_after_ms.is_some() && m.indexes.first().is_some_and(|i| i.end_seq <= m.window_start));
+        let age_due = aged && self.last_age_check.is_none_or(|t| t.elapsed() >= AGE_CHECK_INTERVAL);
+        if emptied || sealable || age_due {
             self.start_truncation();
         }
     }
@@ -1155,10 +1201,10 @@ impl Writer {
             return Ok(());
         }
         let old = self.view.next_seq;
-        if newest.stored_from > old {
-            // Retention dropped commits this writer never saw: their
-            // streams' heads are in the heads object, not in any segment
-            // left to read. Look every head up again.
+        if newest.archived_end() > old {
+            // Retention dropped (or tiering sealed) commits this writer
+            // never saw: their streams' heads are in the heads object, not
+            // in any segment left to read. Look every head up again.
             self.heads.clear();
         }
         for seg in self.store.segments_between(&newest, old, newest.next_seq).await? {
@@ -1370,20 +1416,37 @@ impl Replacement {
                 m.retired.extend(replaced.iter().map(|name| Retired { name: name.clone(), since_ms: *since_ms }));
                 true
             }
-            ReplacementKind::Truncate { indexes, segments, old_heads, heads, end, retire, since_ms } => {
-                let (ni, ns) = (indexes.len(), segments.len());
-                let holds = m.indexes.len() >= ni
-                    && m.indexes[..ni].iter().zip(indexes).all(|(x, r)| &x.name == r)
-                    && (ns == 0 || (m.indexes.len() == ni && m.segments.len() >= ns && m.segments[..ns].iter().zip(segments).all(|(x, r)| &x.name == r)))
+            ReplacementKind::Truncate { archives, indexes, segments, old_heads, heads, end, retire, since_ms } => {
+                let (na, ni, ns) = (archives.len(), indexes.len(), segments.len());
+                let holds = m.archives.len() >= na
+                    && m.archives[..na].iter().zip(archives).all(|(x, r)| &x.name == r)
+                    && (ni == 0 || (m.archives.len() == na && m.indexes.len() >= ni && m.indexes[..ni].iter().zip(indexes).all(|(x, r)| &x.name == r)))
+                    && (ns == 0 || (m.archives.len() == na && m.indexes.len() == ni && m.segments.len() >= ns && m.segments[..ns].iter().zip(segments).all(|(x, r)| &x.name == r)))
                     && m.heads.as_ref().map(|h| &h.name) == old_heads.as_ref();
                 if !holds {
                     return false;
                 }
+                m.archives.drain(..na);
                 m.indexes.drain(..ni);
                 m.segments.drain(..ns);
                 m.heads = heads.clone();
                 m.stored_from = *end;
                 m.first_seq = m.first_seq.max(*end);
+                m.retired.extend(retire.iter().map(|name| Retired { name: name.clone(), since_ms: *since_ms }));
+                true
+            }
+            ReplacementKind::Seal { indexes, archives, old_heads, heads, retire, since_ms } => {
+                let n = indexes.len();
+                let holds = m.indexes.len() >= n
+                    && m.indexes[..n].iter().zip(indexes).all(|(x, r)| &x.name == r)
+                    && archives.first().is_some_and(|a| a.first_seq == m.archived_end())
+                    && m.heads.as_ref().map(|h| &h.name) == old_heads.as_ref();
+                if !holds {
+                    return false;
+                }
+                m.indexes.drain(..n);
+                m.archives.extend(archives.iter().cloned());
+                m.heads = heads.clone();
                 m.retired.extend(retire.iter().map(|name| Retired { name: name.clone(), since_ms: *since_ms }));
                 true
             }

@@ -56,6 +56,34 @@ impl Retention {
     }
 }
 
+/// A store's tiering settings: history before `seal_before`, or older than
+/// `seal_after_ms`, is sealed into archives (whole index objects, from the
+/// oldest end, never inside the idempotency window).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tiering {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_after_ms: Option<u64>,
+}
+
+impl Tiering {
+    pub fn is_empty(&self) -> bool {
+        self.seal_before.is_none() && self.seal_after_ms.is_none()
+    }
+}
+
+/// An archive of the store's history (`arc/{ulid}.arc`, docs/FORMAT.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRef {
+    pub name: String,
+    pub first_seq: u64,
+    pub end_seq: u64,
+    pub bytes: u64,
+    /// The newest event's timestamp (for a maximum age).
+    pub max_ts: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u64,
@@ -80,7 +108,12 @@ pub struct Manifest {
     /// revisions stay right after truncation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heads: Option<IndexRef>,
-    /// Index objects, oldest first, covering `[stored_from, segments[0].base_seq)`.
+    #[serde(default, skip_serializing_if = "Tiering::is_empty")]
+    pub tiering: Tiering,
+    /// Archives, oldest first, covering `[stored_from, indexes[0].first_seq)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archives: Vec<ArchiveRef>,
+    /// Index objects, oldest first, covering the rest up to `segments[0].base_seq`.
     pub indexes: Vec<IndexRef>,
     /// Recent segments, oldest first, covering the rest up to `next_seq`.
     pub segments: Vec<SegmentRef>,
@@ -103,15 +136,22 @@ impl Manifest {
             stored_from: 0,
             retention: Retention::default(),
             heads: None,
+            tiering: Tiering::default(),
+            archives: Vec::new(),
             indexes: Vec::new(),
             segments: Vec::new(),
             retired: Vec::new(),
         }
     }
 
+    /// Where the index objects start.
+    pub fn archived_end(&self) -> u64 {
+        self.archives.last().map_or(self.stored_from, |a| a.end_seq)
+    }
+
     /// Where the recent segments start.
     pub fn indexed_end(&self) -> u64 {
-        self.indexes.last().map_or(self.stored_from, |i| i.end_seq)
+        self.indexes.last().map_or(self.archived_end(), |i| i.end_seq)
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
@@ -137,6 +177,12 @@ impl Manifest {
         let mut seq = self.stored_from;
         if self.stored_from > self.first_seq || self.first_seq > self.next_seq {
             return bad("first_seq out of place");
+        }
+        for a in &self.archives {
+            if a.first_seq != seq || a.end_seq <= a.first_seq {
+                return bad("archives not contiguous");
+            }
+            seq = a.end_seq;
         }
         for i in &self.indexes {
             if i.first_seq != seq || i.end_seq <= i.first_seq {

@@ -66,7 +66,7 @@ async fn truncate_before_refuses_reads_below_and_keeps_heads(b: Backend) {
 
     let set = e.set_retention("r", Retention { truncate_before: Some(30), max_age_ms: None }).await.unwrap();
     assert_eq!((set.first_seq, set.next_seq), (30, 60));
-    e.enforce_retention("r").await.unwrap();
+    e.apply_policies("r").await.unwrap();
     e.gc("r").await.unwrap();
 
     // Cold, on another engine too: the answers come from storage.
@@ -119,7 +119,7 @@ async fn truncate_before_refuses_reads_below_and_keeps_heads(b: Backend) {
     // Everything, then more appends: the store starts again from there.
     let end = e.store_info("r").await.unwrap().next_seq;
     e.set_retention("r", Retention { truncate_before: Some(end), max_age_ms: None }).await.unwrap();
-    e.enforce_retention("r").await.unwrap();
+    e.apply_policies("r").await.unwrap();
     let info = e.store_info("r").await.unwrap();
     assert_eq!((info.first_seq, info.segments, info.index_objects), (end, 0, 0), "{info:?}");
     let out = e.append("r", batch(vec![ev("s1", "C", "{}")])).await.unwrap();
@@ -145,7 +145,7 @@ async fn max_age_drops_whole_objects_past_the_age(b: Backend) {
     e.append("a", batch(vec![at(now)])).await.unwrap();
     let all = read_all(&e, "a").await;
     e.set_retention("a", Retention { truncate_before: None, max_age_ms: Some(day as u64) }).await.unwrap();
-    let info = e.enforce_retention("a").await.unwrap();
+    let info = e.apply_policies("a").await.unwrap();
     // Only whole objects go: the mixed commit stays, old event and all.
     assert_eq!(info.first_seq, 6);
     let r = read_from(&e, "a", 5).await;
@@ -155,7 +155,7 @@ async fn max_age_drops_whole_objects_past_the_age(b: Backend) {
     assert_eq!(e.store_info("a").await.unwrap().segments, 2);
     assert_eq!(e.stream_head("a", "s").await.unwrap(), Some(8));
     // Enforcing again drops nothing more.
-    assert_eq!(e.enforce_retention("a").await.unwrap().first_seq, 6);
+    assert_eq!(e.apply_policies("a").await.unwrap().first_seq, 6);
 }
 
 async fn retention_settings_are_checked_and_kept(b: Backend) {
@@ -184,7 +184,7 @@ async fn retention_settings_are_checked_and_kept(b: Backend) {
     assert_eq!((later.first_seq, later.retention), (2, Retention::default()));
     // Setting the same again commits nothing (once the truncation that
     // dropped the first segment is in).
-    e.enforce_retention("k").await.unwrap();
+    e.apply_policies("k").await.unwrap();
     let v = e.store_info("k").await.unwrap().version;
     e.set_retention("k", Retention::default()).await.unwrap();
     assert_eq!(e.store_info("k").await.unwrap().version, v);
@@ -219,7 +219,7 @@ async fn a_writer_behind_a_truncation_gives_the_next_revision(b: Backend) {
     behind.append("w", batch(vec![ev("other", "T", "{}")])).await.unwrap();
     a.append("w", batch(vec![ev("s", "T", "{}"), ev("s", "T", "{}")])).await.unwrap();
     a.set_retention("w", Retention { truncate_before: Some(3), max_age_ms: None }).await.unwrap();
-    a.enforce_retention("w").await.unwrap();
+    a.apply_policies("w").await.unwrap();
     let out = behind.append("w", batch(vec![ev("s", "T", "{}")])).await.unwrap();
     assert_eq!((out.first_seq, out.streams[0].first_revision), (3, 2));
     let out = behind.append("w", batch(vec![ev("other", "T", "{}")])).await.unwrap();
