@@ -9,6 +9,7 @@ mod faults;
 mod model;
 mod processes;
 mod retention;
+mod tiering;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,174 @@
+//! Tiering: a store whose history is sealed into archives answers every
+//! read exactly as its unsealed twin with the same events does.
+
+use std::time::Duration;
+
+use cairn_engine::reader::ReadOptions;
+use cairn_engine::{AppendCondition, AppendError, Direction, Engine, EngineConfig, NewEvent, QueryItem, ReadError, ReadEvent, Retention, Tiering};
+
+use crate::{batch, test_config, Backend, Fixture};
+
+cairn_engine::on_every_backend!(a_sealed_store_reads_as_its_unsealed_twin, sealing_stays_out_of_the_window_and_retention_drops_archives);
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        idempotency_window: 50,
+        max_recent_segments: 4,
+        keep_recent: 1,
+        max_indexes: 3,
+        archive_events: 40,
+        retired_grace: Duration::ZERO,
+        manifest_retention: Duration::ZERO,
+        ..test_config()
+    }
+}
+
+/// Event `i` of the twins: ten streams, three types, a common tag and a
+/// rare one.
+fn event(i: u64) -> NewEvent {
+    let mut tags = vec![("k".to_string(), (i % 3).to_string())];
+    if i % 37 == 5 {
+        tags.push(("flag".into(), "rare".into()));
+    }
+    NewEvent {
+        stream: format!("s{}", (i * 7) % 10),
+        tags,
+        timestamp: Some(1_700_000_000_000 + (i as i64 % 13) * 1000 + i as i64),
+        id: Some(uuid::Uuid::from_u128(u128::from(i) + 1)),
+        ..NewEvent::json(["A", "B", "C"][(i % 3) as usize], &format!("{{\"i\":{i}}}"))
+    }
+}
+
+async fn fill(e: &Engine, store: &str, n: u64) {
+    e.create_store(store).await.unwrap();
+    for c in 0..n / 10 {
+        e.append(store, batch((c * 10..c * 10 + 10).map(event).collect())).await.unwrap();
+    }
+}
+
+async fn store_read(e: &Engine, store: &str, from: u64, tag: Option<(&str, &str)>, limit: Option<usize>) -> Result<Vec<ReadEvent>, ReadError> {
+    let opts = ReadOptions { limit, tag: tag.map(|(k, v)| (k.to_string(), v.to_string())) };
+    let mut scan = e.read_store(store, from, opts).await?;
+    let mut out = Vec::new();
+    while let Some(c) = scan.next_chunk().await? {
+        out.extend(c);
+    }
+    Ok(out)
+}
+
+async fn stream_read(e: &Engine, store: &str, stream: &str, from: Option<u64>, dir: Direction, limit: Option<usize>) -> Result<Vec<ReadEvent>, ReadError> {
+    let mut scan = e.read_stream(store, stream, from, dir, ReadOptions { limit, tag: None }).await?;
+    let mut out = Vec::new();
+    while let Some(c) = scan.next_chunk().await? {
+        out.extend(c);
+    }
+    Ok(out)
+}
+
+/// Every read of `sealed` against `plain`, from `first`.
+async fn same_reads(e: &Engine, sealed: &str, plain: &str, first: u64, next: u64) {
+    let outcome = |r: Result<Vec<ReadEvent>, ReadError>| r.map_err(|e| e.to_string());
+    for from in [first, first + 1, 39, 40, 41, 100, 199, 249, 250, next - 1, next] {
+        if from < first || from > next {
+            continue;
+        }
+        for tag in [None, Some(("k", "1")), Some(("flag", "rare")), Some(("none", "x"))] {
+            for limit in [None, Some(1), Some(25)] {
+                let want = outcome(store_read(e, plain, from, tag, limit).await);
+                assert_eq!(outcome(store_read(e, sealed, from, tag, limit).await), want, "store read from {from}, tag {tag:?}, limit {limit:?}");
+            }
+        }
+    }
+    for s in (0..10).map(|k| format!("s{k}")).chain(["missing".to_string()]) {
+        assert_eq!(e.stream_head(sealed, &s).await.unwrap(), e.stream_head(plain, &s).await.unwrap(), "head of {s}");
+        for (from, dir) in [(None, Direction::Forward), (Some(0), Direction::Forward), (Some(3), Direction::Forward), (Some(17), Direction::Forward), (None, Direction::Backward), (Some(5), Direction::Backward), (Some(20), Direction::Backward)] {
+            for limit in [None, Some(1), Some(4)] {
+                let want = outcome(stream_read(e, plain, &s, from, dir, limit).await);
+                assert_eq!(outcome(stream_read(e, sealed, &s, from, dir, limit).await), want, "{s} from {from:?} {dir:?} limit {limit:?}");
+            }
+        }
+    }
+}
+
+async fn a_sealed_store_reads_as_its_unsealed_twin(b: Backend) {
+    let fx = Fixture::new(b);
+    let e = fx.engine(config());
+    let n = 300;
+    fill(&e, "sealed", n).await;
+    fill(&e, "plain", n).await;
+    let t = e.set_tiering("sealed", Tiering { seal_before: Some(u64::MAX), seal_after_ms: None }).await.unwrap();
+    assert_eq!(t.seal_before, Some(u64::MAX));
+    e.apply_policies("sealed").await.unwrap();
+    let info = e.store_info("sealed").await.unwrap();
+    assert!(info.archives >= 3, "history sealed into archives of at most 40 events: {info:?}");
+    assert_eq!(store_read(&e, "sealed", 0, None, None).await.unwrap().len() as u64, n);
+    same_reads(&e, "sealed", "plain", 0, n).await;
+
+    // A cold engine, then after GC took the sealed index objects.
+    let cold = fx.engine(config());
+    same_reads(&cold, "sealed", "plain", 0, n).await;
+    let gc = e.gc("sealed").await.unwrap();
+    assert!(gc.objects_deleted > 0, "the sealed objects were collected: {gc:?}");
+    same_reads(&fx.engine(config()), "sealed", "plain", 0, n).await;
+
+    // Conditions over archived history fail and hold as on the twin, and
+    // appends go on with the same seqs and revisions.
+    let item = |types: &[&str], tags: &[(&str, &str)]| QueryItem { types: types.iter().map(|t| t.to_string()).collect(), tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+    let conds = [
+        (item(&[], &[("flag", "rare")]), Some(5)),
+        (item(&[], &[("flag", "rare")]), Some(4)),
+        (item(&["C"], &[("k", "1")]), None),
+        (item(&["B"], &[]), Some(100)),
+        (item(&["Z"], &[]), None),
+        (item(&[], &[("k", "7")]), Some(3)),
+        (QueryItem::default(), Some(298)),
+    ];
+    for (i, (q, after)) in conds.into_iter().enumerate() {
+        let c = AppendCondition { fail_if_events_match: vec![q], after };
+        let probe = || batch(vec![NewEvent { stream: "probe".into(), ..NewEvent::json("P", "{}") }]).condition(c.clone());
+        let (a, b) = (e.append("sealed", probe()).await, e.append("plain", probe()).await);
+        let kind = |r: &Result<cairn_engine::AppendOutcome, AppendError>| match r {
+            Ok(o) => format!("ok {} {:?}", o.first_seq, o.streams),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(kind(&a), kind(&b), "condition {i}");
+    }
+    for s in ["s0", "s3"] {
+        let (a, b) = (e.append("sealed", batch(vec![NewEvent { stream: s.into(), ..NewEvent::json("A", "{}") }])).await.unwrap(), e.append("plain", batch(vec![NewEvent { stream: s.into(), ..NewEvent::json("A", "{}") }])).await.unwrap());
+        assert_eq!((a.first_seq, &a.streams), (b.first_seq, &b.streams));
+    }
+}
+
+async fn sealing_stays_out_of_the_window_and_retention_drops_archives(b: Backend) {
+    let fx = Fixture::new(b);
+    let e = fx.engine(config());
+    fill(&e, "w", 300).await;
+    fill(&e, "twin", 300).await;
+    e.set_tiering("w", Tiering { seal_before: Some(u64::MAX), seal_after_ms: None }).await.unwrap();
+    e.apply_policies("w").await.unwrap();
+    // Nothing the idempotency window covers (the last 50 events) is sealed:
+    // a retry of a batch in it is still recognised.
+    let info = e.store_info("w").await.unwrap();
+    assert!(info.archives > 0);
+    let again = e.append("w", batch((260..270).map(event).collect())).await.unwrap();
+    assert!(again.deduplicated && again.first_seq == 260, "{again:?}");
+    for t in ["w", "twin"] {
+        e.append(t, batch((300..310).map(event).collect())).await.unwrap();
+    }
+    // Retention through archives: whole ones go, reads from the point are the twin's.
+    for t in ["w", "twin"] {
+        e.set_retention(t, Retention { truncate_before: Some(130), max_age_ms: None }).await.unwrap();
+        e.apply_policies(t).await.unwrap();
+    }
+    let after = e.store_info("w").await.unwrap();
+    assert!(after.archives < info.archives, "archives before 130 were dropped: {info:?} then {after:?}");
+    let r = store_read(&e, "w", 129, None, None).await;
+    assert!(matches!(r, Err(ReadError::Truncated { first_seq: 130, .. })), "{r:?}");
+    same_reads(&e, "w", "twin", 130, 310).await;
+    // A cold node agrees, and the policy reads back.
+    let cold = fx.engine(config());
+    same_reads(&cold, "w", "twin", 130, 310).await;
+    assert_eq!(cold.tiering("w").await.unwrap().seal_before, Some(u64::MAX));
+    let r = e.set_tiering("w", Tiering { seal_before: None, seal_after_ms: Some(0) }).await;
+    assert!(r.is_err(), "seal_after_ms 0 is refused");
+}
