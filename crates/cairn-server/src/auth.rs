@@ -214,7 +214,7 @@ fn needs(method: &Method, path: &str) -> Option<(String, Right)> {
         (None | Some(""), &Method::PUT | &Method::DELETE) => Right::Admin,
         (None | Some(""), _) => Right::Read,
         // Retention deletes data: as deleting the store.
-        (Some("retention"), m) if m != Method::GET && m != Method::HEAD => Right::Admin,
+        (Some("retention" | "tiering"), m) if m != Method::GET && m != Method::HEAD => Right::Admin,
         (Some(_), &Method::GET | &Method::HEAD) => Right::Read,
         (Some(_), _) => Right::Write,
     };
@@ -339,6 +339,7 @@ mod tests {
             (Method::GET, "/v1/stores/a/docs/k", Some(("a", Right::Read))),
             (Method::PUT, "/v1/stores/a/retention", Some(("a", Right::Admin))),
             (Method::GET, "/v1/stores/a/retention", Some(("a", Right::Read))),
+            (Method::PUT, "/v1/stores/a/tiering", Some(("a", Right::Admin))),
             (Method::GET, "/v1/stores/sh%6Fp/events", Some(("shop", Right::Read))),
         ];
         for (m, p, want) in cases {

@@ -49,6 +49,20 @@ pub struct StoreInfo {
     pub bytes: u64,
     /// The lowest seq still readable: retention truncated what is before.
     pub first_seq: u64,
+    /// Archives the store's sealed history is in.
+    pub archives: u64,
+}
+
+/// A store's tiering. Both fields may be null or left out (nothing sealed
+/// on that account).
+#[derive(Serialize, ToSchema)]
+pub struct TieringBody {
+    /// History before this seq is sealed into archives (whole index
+    /// objects, never the idempotency window).
+    pub seal_before: Option<u64>,
+    /// History whose newest event is older than this is sealed.
+    #[schema(minimum = 1)]
+    pub seal_after_ms: Option<u64>,
 }
 
 /// A store's retention. Both fields may be null or left out (no limit).
@@ -217,8 +231,10 @@ pub struct DocWritten {
         crate::routes::delete_doc,
         crate::routes::put_retention,
         crate::routes::get_retention,
+        crate::routes::put_tiering,
+        crate::routes::get_tiering,
     ),
-    components(schemas(ErrorBody, StoreInfo, StoreList, AppendBody, EventIn, Condition, QueryItem, AppendedOne, AppendedMany, ReadAnswer, EventOut, StreamHead, DocWritten, RetentionBody, RetentionAnswer))
+    components(schemas(ErrorBody, StoreInfo, StoreList, AppendBody, EventIn, Condition, QueryItem, AppendedOne, AppendedMany, ReadAnswer, EventOut, StreamHead, DocWritten, RetentionBody, RetentionAnswer, TieringBody))
 )]
 pub struct ApiDoc;
 

@@ -33,6 +33,7 @@ pub fn v1(body_limit: usize) -> Router<AppState> {
         .route("/stores/{store}/streams/{stream}", get(stream_head))
         .route("/stores/{store}/docs/{key}", put(put_doc).get(get_doc).delete(delete_doc))
         .route("/stores/{store}/retention", put(put_retention).get(get_retention))
+        .route("/stores/{store}/tiering", put(put_tiering).get(get_tiering))
         .route("/openapi.json", get(crate::openapi::serve))
         .layer(DefaultBodyLimit::max(body_limit))
 }
@@ -83,7 +84,32 @@ fn info_json(i: cairn_engine::StoreInfo) -> api::StoreInfo {
         last_ts: i.last_ts,
         bytes: i.bytes,
         first_seq: i.first_seq,
+        archives: i.archives as u64,
     }
+}
+
+fn tiering_json(t: cairn_engine::Tiering) -> api::TieringBody {
+    api::TieringBody { seal_before: t.seal_before, seal_after_ms: t.seal_after_ms }
+}
+
+#[utoipa::path(get, path = "/stores/{store}/tiering", params(("store" = String, Path)), responses((status = 503, description = "storage unavailable", body = crate::openapi::ErrorBody), (status = 400, description = "a bad name", body = crate::openapi::ErrorBody), (status = 200, description = "the store's tiering", body = crate::openapi::TieringBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn get_tiering(State(s): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult<Json<api::TieringBody>> {
+    let name = path(p)?;
+    check_store(&name)?;
+    Ok(Json(tiering_json(s.engine.tiering(&name).await?)))
+}
+
+#[utoipa::path(put, path = "/stores/{store}/tiering", params(("store" = String, Path)), request_body = crate::openapi::TieringBody, responses((status = 503, description = "storage unavailable or commit outcome unknown; see the code", body = crate::openapi::ErrorBody), (status = 400, description = "invalid_tiering", body = crate::openapi::ErrorBody), (status = 200, description = "set; history is sealed into archives in the background", body = crate::openapi::TieringBody), (status = 404, description = "store_not_found", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn put_tiering(State(s): State<AppState>, p: Result<Path<String>, PathRejection>, b: Result<Bytes, BytesRejection>) -> ApiResult<Json<api::TieringBody>> {
+    let name = path(p)?;
+    check_store(&name)?;
+    let b = body(b)?;
+    let t = crate::wire::parse_tiering(&b).map_err(|m| ApiError::bad_request("invalid_tiering", m))?;
+    let t = s.engine.set_tiering(&name, t).await.map_err(|e| match e {
+        cairn_engine::RetentionError::Invalid(m) => ApiError::bad_request("invalid_tiering", m),
+        other => ApiError::from(other),
+    })?;
+    Ok(Json(tiering_json(t)))
 }
 
 fn retention_json(r: cairn_engine::RetentionInfo) -> api::RetentionAnswer {

@@ -283,3 +283,23 @@ pub fn parse_retention(b: &[u8]) -> Result<cairn_engine::Retention, String> {
     let r: RetentionIn = serde_json::from_value(v).map_err(|e| format!("retention: {e} ({shape})"))?;
     Ok(cairn_engine::Retention { truncate_before: r.truncate_before, max_age_ms: r.max_age_ms })
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TieringIn {
+    #[serde(default)]
+    seal_before: Option<u64>,
+    #[serde(default)]
+    seal_after_ms: Option<u64>,
+}
+
+/// A tiering body: `{"seal_before": SEQ|null, "seal_after_ms": N|null}`.
+pub fn parse_tiering(b: &[u8]) -> Result<cairn_engine::Tiering, String> {
+    let shape = "expected {\"seal_before\": SEQ|null, \"seal_after_ms\": N|null}";
+    let v: Value = serde_json::from_slice(b).map_err(|e| format!("tiering: {e} ({shape})"))?;
+    if !v.is_object() {
+        return Err(format!("tiering: not an object ({shape})"));
+    }
+    let t: TieringIn = serde_json::from_value(v).map_err(|e| format!("tiering: {e} ({shape})"))?;
+    Ok(cairn_engine::Tiering { seal_before: t.seal_before, seal_after_ms: t.seal_after_ms })
+}

@@ -75,6 +75,8 @@ fn routes(store: &str) -> Vec<(&'static str, String, Option<&'static str>)> {
         ("DELETE", format!("/v1/stores/{store}/docs/d"), None),
         ("GET", format!("/v1/stores/{store}/retention"), None),
         ("PUT", format!("/v1/stores/{store}/retention"), Some(r#"{"max_age_ms":null}"#)),
+        ("GET", format!("/v1/stores/{store}/tiering"), None),
+        ("PUT", format!("/v1/stores/{store}/tiering"), Some(r#"{"seal_before":null}"#)),
     ]
 }
 
@@ -102,8 +104,8 @@ async fn every_route_needs_a_token_with_the_right_on_that_store() {
     }
     for (m, p, body) in routes("a") {
         let (st, _) = n.call(Some("token-a"), m, &p, body).await;
-        if (m == "PUT" || m == "DELETE") && (p == "/v1/stores/a" || p == "/v1/stores/a/retention") {
-            assert_eq!(st, 403, "token a cannot create or delete stores or set retention: {m} {p}");
+        if (m == "PUT" || m == "DELETE") && (p == "/v1/stores/a" || p == "/v1/stores/a/retention" || p == "/v1/stores/a/tiering") {
+            assert_eq!(st, 403, "token a cannot create or delete stores or set retention or tiering: {m} {p}");
         } else {
             assert!(st < 400, "token a: {m} {p} gave {st}");
         }

@@ -29,8 +29,12 @@ async fn start_cfg(b: Backend, cfg: ServerConfig) -> Node {
 
 /// A node on `storage`, which other nodes may share.
 async fn serve(storage: Arc<TestStorage>, cfg: ServerConfig) -> Node {
+    serve_engine(storage, cfg, EngineConfig::default()).await
+}
+
+async fn serve_engine(storage: Arc<TestStorage>, cfg: ServerConfig, engine_cfg: EngineConfig) -> Node {
     let metrics = Arc::new(cairn_server::metrics::Metrics::new());
-    let engine_cfg = EngineConfig { gc_interval: None, poll_interval: Duration::from_millis(20), ..EngineConfig::default() };
+    let engine_cfg = EngineConfig { gc_interval: None, poll_interval: Duration::from_millis(20), ..engine_cfg };
     let engine = AppState::engine_with_metrics(storage.store.clone(), engine_cfg, &metrics);
     let app = router(AppState::with_metrics(engine, cfg, metrics));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -83,7 +87,7 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags, conditions_on_three_nodes, the_esdb_seed_example, retention_over_http);
+cairn_engine::on_every_backend!(stores_routes, appends_and_reads, bad_input_changes_nothing, idempotent_retries, long_polls_and_live_tails, docs_of_health_and_metrics, docs_with_etags, conditions_on_three_nodes, the_esdb_seed_example, retention_over_http, tiering_over_http);
 
 async fn stores_routes(b: Backend) {
     let n = start(b).await;
@@ -791,4 +795,55 @@ async fn retention_over_http(b: Backend) {
     assert_eq!((st, code(&v), &v["error"]["current_revision"]), (409, "wrong_expected_revision", &json!(5)), "{v}");
     let evs = n.ndjson("/v1/stores/ret/events?from=13").await;
     assert_eq!(evs, vec![json!({"next": 13})]);
+}
+
+async fn tiering_over_http(b: Backend) {
+    // Small objects and a short idempotency window, so history seals soon.
+    let engine = EngineConfig { idempotency_window: 20, max_recent_segments: 4, keep_recent: 1, max_indexes: 3, archive_events: 30, ..EngineConfig::default() };
+    let n = serve_engine(Arc::new(b.storage()), ServerConfig::default(), engine).await;
+    for store in ["sealed", "plain"] {
+        assert_eq!(n.put(&format!("/v1/stores/{store}")).await.0, 201);
+        for c in 0..20 {
+            let events: Vec<Value> = (0..10)
+                .map(|i| {
+                    let k = c * 10 + i;
+                    let ty = ["A", "B"][k % 2];
+                    json!({"stream": format!("s{}", k % 7), "type": ty, "data": {"k": k}, "tags": {"t": (k % 3).to_string()}, "timestamp": 1_700_000_000_000u64 + k as u64, "id": format!("00000000-0000-4000-8000-{k:012}")})
+                })
+                .collect();
+            assert_eq!(n.post(&format!("/v1/stores/{store}/events"), json!(events)).await.0, 200);
+        }
+    }
+    let put = |body: &str| n.http.put(n.url("/v1/stores/sealed/tiering")).body(body.to_string());
+    for bad in [r#"{"seal_after_ms": 0}"#, r#"{"seal_before": "x"}"#, r#"{"other": 1}"#, "[]", "nope"] {
+        let (st, v) = n.send(put(bad)).await;
+        assert_eq!((st, code(&v)), (400, "invalid_tiering"), "{bad}: {v}");
+    }
+    assert_eq!(n.get("/v1/stores/sealed/tiering").await.1, json!({"seal_before": null, "seal_after_ms": null}));
+    let (st, v) = n.send(put(r#"{"seal_before": 1000000}"#)).await;
+    assert_eq!((st, v), (200, json!({"seal_before": 1000000, "seal_after_ms": null})));
+    // Sealed in the background.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while n.get("/v1/stores/sealed").await.1["archives"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "nothing was sealed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every read answers as on the unsealed twin.
+    for q in ["events?from=0", "events?from=33", "events?from=0&tag=t:1", "events?from=0&limit=7", "streams/s3/events", "streams/s3/events?direction=backward", "streams/s5/events?from=4&limit=3", "streams/s6/events?direction=backward&from=9"] {
+        let a = n.ndjson(&format!("/v1/stores/sealed/{q}")).await;
+        let b = n.ndjson(&format!("/v1/stores/plain/{q}")).await;
+        assert_eq!(a, b, "{q}");
+        assert!(a.len() > 1, "{q} read events");
+    }
+    for s in 0..7 {
+        assert_eq!(n.get(&format!("/v1/stores/sealed/streams/s{s}")).await.1, n.get(&format!("/v1/stores/plain/streams/s{s}")).await.1);
+    }
+    // Conditions over sealed history: one fails, one holds, as on the twin.
+    let body = |t: &str| json!({"events": [{"type": "P", "data": 1}], "condition": {"fail_if_events_match": [{"tags": {"t": t}}], "after": 10}});
+    for store in ["sealed", "plain"] {
+        let (st, v) = n.post(&format!("/v1/stores/{store}/streams/s1/events"), body("2")).await;
+        assert_eq!((st, code(&v)), (409, "condition_failed"), "{store}: {v}");
+        let (st, v) = n.post(&format!("/v1/stores/{store}/streams/s1/events"), body("9")).await;
+        assert_eq!((st, &v["first_seq"], &v["first_revision"]), (200, &json!(200), &json!(29)), "{store}: {v}");
+    }
 }
