@@ -93,6 +93,25 @@ enum Stores {
         #[arg(long)]
         yes: bool,
     },
+    /// Show what of a store's history is sealed into archives, or change
+    /// it (flags not given keep their value). Reads answer the same.
+    #[command(after_help = "Examples:
+  cairn stores tiering shop
+  cairn stores tiering shop --seal-after 7d
+  cairn stores tiering shop --seal-before 5000000
+  cairn stores tiering shop --off")]
+    Tiering {
+        name: String,
+        /// Seal history before this seq.
+        #[arg(long, conflicts_with = "off")]
+        seal_before: Option<u64>,
+        /// Seal history whose newest event is older than this (`7d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "off")]
+        seal_after: Option<std::time::Duration>,
+        /// Seal nothing more (what is sealed stays in archives).
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 impl StoresCmd {
@@ -119,6 +138,19 @@ impl StoresCmd {
             Stores::Info { name } => {
                 let i = c.store(&name).info().await.with_context(|| format!("store {name}"))?;
                 writeln!(out, "{}", serde_json::to_string_pretty(&i)?)?;
+            }
+            Stores::Tiering { name, seal_before, seal_after, off } => {
+                let store = c.store(&name);
+                let mut t = store.tiering().await.with_context(|| format!("store {name}"))?;
+                if off || seal_before.is_some() || seal_after.is_some() {
+                    if off {
+                        t = cairn_client::Tiering::default();
+                    }
+                    t.seal_before = seal_before.or(t.seal_before);
+                    t.seal_after_ms = seal_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).or(t.seal_after_ms);
+                    t = store.set_tiering(&t).await.with_context(|| format!("store {name}"))?;
+                }
+                writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
             }
             Stores::Retention { name, truncate_before, max_age, no_max_age, yes } => {
                 let store = c.store(&name);

@@ -370,3 +370,18 @@ fn stores_retention_shows_sets_and_guards_truncation() {
     let evs = lines(&ok(&out));
     assert_eq!(evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), (4..10).collect::<Vec<_>>());
 }
+
+#[test]
+fn stores_tiering_shows_and_sets_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path());
+    ok(&run(&s, &["stores", "create", "t"]));
+    let show = |args: &[&str]| -> Value { serde_json::from_str(&ok(&run(&s, args))).unwrap() };
+    assert_eq!(show(&["stores", "tiering", "t"]), json!({"seal_before": null, "seal_after_ms": null}));
+    assert_eq!(show(&["stores", "tiering", "t", "--seal-after", "7d"]), json!({"seal_before": null, "seal_after_ms": 604_800_000u64}));
+    assert_eq!(show(&["stores", "tiering", "t", "--seal-before", "100"]), json!({"seal_before": 100, "seal_after_ms": 604_800_000u64}));
+    assert_eq!(show(&["stores", "tiering", "t", "--off"]), json!({"seal_before": null, "seal_after_ms": null}));
+    assert_eq!(run(&s, &["stores", "tiering", "t", "--off", "--seal-before", "1"]).status.code(), Some(2));
+    fails(&run(&s, &["stores", "tiering", "nope"]), "store_not_found");
+    assert_eq!(show(&["stores", "info", "t"])["archives"], 0);
+}

@@ -119,6 +119,13 @@ fn install_crypto() {
     });
 }
 
+/// A store's tiering settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Tiering {
+    pub seal_before: Option<u64>,
+    pub seal_after_ms: Option<u64>,
+}
+
 /// A store's retention, as the node answers it.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct Retention {
@@ -150,6 +157,9 @@ pub struct StoreInfo {
     /// The lowest seq still readable: retention truncated what is before.
     #[serde(default)]
     pub first_seq: u64,
+    /// Archives the store's sealed history is in.
+    #[serde(default)]
+    pub archives: u64,
 }
 
 /// The answer to a one-stream append.
@@ -378,6 +388,20 @@ impl Store {
     pub async fn set_retention(&self, truncate_before: Option<u64>, max_age_ms: Option<u64>) -> Result<Retention> {
         let body = serde_json::json!({ "truncate_before": truncate_before, "max_age_ms": max_age_ms });
         let (resp, _) = self.client.send(|| self.client.request(Method::PUT, &["stores", &self.name, "retention"]).json(&body)).await?;
+        json(resp).await
+    }
+
+    /// The store's tiering: what history is sealed into archives.
+    pub async fn tiering(&self) -> Result<Tiering> {
+        let (resp, _) = self.client.send(|| self.client.request(Method::GET, &["stores", &self.name, "tiering"])).await?;
+        json(resp).await
+    }
+
+    /// Sets the store's tiering: history before `seal_before`, or older
+    /// than `seal_after_ms`, is sealed into archives in the background.
+    /// Reads answer the same either way.
+    pub async fn set_tiering(&self, t: &Tiering) -> Result<Tiering> {
+        let (resp, _) = self.client.send(|| self.client.request(Method::PUT, &["stores", &self.name, "tiering"]).json(t)).await?;
         json(resp).await
     }
 

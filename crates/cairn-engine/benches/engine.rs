@@ -219,13 +219,17 @@ async fn bench_retention() {
 async fn bench_tags() {
     let n: u64 = std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let counting = cairn_engine::testing::CountingStore::new(Arc::new(object_store::memory::InMemory::new()));
+    // A short idempotency window, so that history can be sealed.
+    let config = || EngineConfig { idempotency_window: 10_000, ..config() };
     let engine = Engine::new(counting.clone(), config());
     engine.create_store("t").await.expect("create");
     let mut rare = 0u64;
     for b in 0..n.div_ceil(1000) {
         let events = (b * 1000..((b + 1) * 1000).min(n))
             .map(|i| {
-                let mut e = event(format!("order-{}", (i * 7919) % 100_000), i, 100);
+                // One stream of ten events across the whole history.
+                let stream = if i % (n / 10) == 3 { "needle".to_string() } else { format!("order-{}", (i * 7919) % 100_000) };
+                let mut e = event(stream, i, 100);
                 if (i * 2_654_435_761) % 10_000 == 17 {
                     rare += 1;
                     e.tags = vec![("flag".into(), "rare".into())];
@@ -236,8 +240,23 @@ async fn bench_tags() {
         engine.append("t", AppendBatch { events, expected: vec![], condition: None }).await.expect("fill");
     }
     engine.shutdown().await;
-    let info = Engine::new(counting.clone(), config()).store_info("t").await.expect("info");
     let cold = || Engine::new(counting.clone(), EngineConfig { block_cache_bytes: 1 << 20, ..config() });
+    measure_tags(&counting, &cold, n, rare, "segments").await;
+    // The same store with its history sealed into archives.
+    let sealing = Engine::new(counting.clone(), config());
+    let t = Instant::now();
+    sealing.set_tiering("t", cairn_engine::Tiering { seal_before: Some(u64::MAX), seal_after_ms: None }).await.expect("tiering");
+    sealing.apply_policies("t").await.expect("seal");
+    let sealed_in = t.elapsed();
+    sealing.gc("t").await.expect("gc");
+    sealing.shutdown().await;
+    println!("tags: sealed in {:.1} s ({:.0} k events/s)", sealed_in.as_secs_f64(), n as f64 / sealed_in.as_secs_f64() / 1e3);
+    measure_tags(&counting, &cold, n, rare, "archives").await;
+}
+
+/// A full scan, the rare tag and the ten-event stream, each on a fresh engine.
+async fn measure_tags(counting: &Arc<cairn_engine::testing::CountingStore>, cold: &impl Fn() -> Arc<Engine>, n: u64, rare: u64, what: &str) {
+    let info = cold().store_info("t").await.expect("info");
     counting.reset();
     let full = cold();
     assert_eq!(scan_all(&full, "t").await.0, n);
@@ -252,10 +271,34 @@ async fn bench_tags() {
     }
     assert_eq!(got, rare);
     let (tag_req, tag_bytes) = counting.count("get", None);
+    // One stream of ten events: cold, then with the engine's caches warm.
+    counting.reset();
+    let e = cold();
+    let t = Instant::now();
+    let mut scan = e.read_stream("t", "needle", None, Direction::Forward, Default::default()).await.expect("stream");
+    let mut ten = 0;
+    while let Some(c) = scan.next_chunk().await.expect("chunk") {
+        ten += c.len();
+    }
+    let cold_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(ten, 10);
+    let (cold_req, cold_bytes) = counting.count("get", None);
+    counting.reset();
+    let t = Instant::now();
+    let mut scan = e.read_stream("t", "needle", None, Direction::Forward, Default::default()).await.expect("stream");
+    while scan.next_chunk().await.expect("chunk").is_some() {}
+    let warm_ms = t.elapsed().as_secs_f64() * 1e3;
+    let (warm_req, warm_bytes) = counting.count("get", None);
     println!(
-        "tags: {n} events in {} segments and {} index objects, {rare} tagged flag:rare; full scan {full_req} GETs, {:.1} MiB; tag read {tag_req} GETs, {:.2} MiB: {:.2}% of the bytes, {:.1}% of the requests",
-        info.segments,
+        "tags ({what}): one stream of 10 events: cold {cold_req} GETs, {:.1} KiB, {cold_ms:.2} ms; warm {warm_req} GETs, {:.1} KiB, {warm_ms:.2} ms",
+        cold_bytes as f64 / 1024.0,
+        warm_bytes as f64 / 1024.0
+    );
+    println!(
+        "tags ({what}): {n} events in {} archives, {} index objects and {} segments, {rare} tagged flag:rare; full scan {full_req} GETs, {:.1} MiB; tag read {tag_req} GETs, {:.2} MiB: {:.2}% of the bytes, {:.1}% of the requests",
+        info.archives,
         info.index_objects,
+        info.segments,
         full_bytes as f64 / (1 << 20) as f64,
         tag_bytes as f64 / (1 << 20) as f64,
         tag_bytes as f64 * 100.0 / full_bytes as f64,
