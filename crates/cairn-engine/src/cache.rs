@@ -86,6 +86,11 @@ impl Block {
         self.events[self.start..self.start + self.len].iter().enumerate().map(move |(i, e)| (first + i as u32, e))
     }
 
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     pub fn weight(&self) -> u64 {
         self.iter().map(|(_, e)| (e.data.len() + e.stream.len() + e.event_type.len() + 96) as u64).sum()
     }

@@ -447,10 +447,18 @@ impl StoreScan {
                 // from its first seq; a tag's events one block each.
                 return match &tag {
                     None => {
+                        // Decoded once into the block cache: a reader paging
+                        // through an archive does not read it again a page.
+                        let key: Arc<str> = a.name.as_str().into();
+                        if let Some(b) = store.shared.caches.block(&key, 0) {
+                            return Ok((a.end_seq - b.len() as u64, vec![b], a.end_seq));
+                        }
                         let evs = crate::tier::all(&store, a).await?;
                         let base = evs.first().map_or(a.first_seq, |e| e.seq);
                         let events = evs.into_iter().map(|e| e.event).collect();
-                        Ok((base, vec![Arc::new(Block::new(events, 0))], a.end_seq))
+                        let block = Arc::new(Block::new(events, 0));
+                        store.shared.caches.put_block(key, 0, block.clone());
+                        Ok((base, vec![block], a.end_seq))
                     }
                     Some((k, v)) => {
                         let evs = crate::tier::tagged(&store, a, k, v).await?;
