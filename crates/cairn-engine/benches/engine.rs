@@ -280,6 +280,14 @@ async fn measure_tags(counting: &Arc<cairn_engine::testing::CountingStore>, cold
     }
     assert_eq!(got, rare);
     let (tag_req, tag_bytes) = counting.count("get", None);
+    let by_kind: Vec<String> = ["seg", "idx", "arc"]
+        .iter()
+        .map(|k| {
+            let (r, b) = counting.count("get", Some(k));
+            format!("{k} {r} GETs {:.2} MiB", b as f64 / (1 << 20) as f64)
+        })
+        .collect();
+    println!("tags ({what}): the tag read by kind of object: {}", by_kind.join(", "));
     // One stream of ten events: cold, then with the engine's caches warm.
     counting.reset();
     let e = cold();

@@ -357,7 +357,7 @@ fn kind(path: &Path) -> &'static str {
     let (_, second, third) = (parts.next(), parts.next(), parts.next());
     match (second.as_ref().map(|p| p.as_ref()), third.as_ref().map(|p| p.as_ref())) {
         (Some("root.json"), None) => "root",
-        (_, Some(dir)) => ["manifest", "seg", "idx", "doc", "gc"].into_iter().find(|k| *k == dir).unwrap_or("other"),
+        (_, Some(dir)) => ["manifest", "seg", "idx", "arc", "doc", "gc"].into_iter().find(|k| *k == dir).unwrap_or("other"),
         _ => "other",
     }
 }

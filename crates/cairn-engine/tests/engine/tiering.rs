@@ -68,23 +68,24 @@ async fn stream_read(e: &Engine, store: &str, stream: &str, from: Option<u64>, d
 /// Every read of `sealed` against `plain`, from `first`.
 async fn same_reads(e: &Engine, sealed: &str, plain: &str, first: u64, next: u64) {
     let outcome = |r: Result<Vec<ReadEvent>, ReadError>| r.map_err(|e| e.to_string());
-    for from in [first, first + 1, 39, 40, 41, 100, 199, 249, 250, next - 1, next] {
+    // Kept small: every read here is many requests on a real server.
+    for from in [first, 41, 250, next - 1] {
         if from < first || from > next {
             continue;
         }
-        for tag in [None, Some(("k", "1")), Some(("flag", "rare")), Some(("none", "x"))] {
-            for limit in [None, Some(1), Some(25)] {
+        for tag in [None, Some(("k", "1")), Some(("flag", "rare"))] {
+            for limit in [None, Some(25)] {
                 let want = outcome(store_read(e, plain, from, tag, limit).await);
                 assert_eq!(outcome(store_read(e, sealed, from, tag, limit).await), want, "store read from {from}, tag {tag:?}, limit {limit:?}");
             }
         }
     }
-    for s in (0..10).map(|k| format!("s{k}")).chain(["missing".to_string()]) {
-        assert_eq!(e.stream_head(sealed, &s).await.unwrap(), e.stream_head(plain, &s).await.unwrap(), "head of {s}");
-        for (from, dir) in [(None, Direction::Forward), (Some(0), Direction::Forward), (Some(3), Direction::Forward), (Some(17), Direction::Forward), (None, Direction::Backward), (Some(5), Direction::Backward), (Some(20), Direction::Backward)] {
-            for limit in [None, Some(1), Some(4)] {
-                let want = outcome(stream_read(e, plain, &s, from, dir, limit).await);
-                assert_eq!(outcome(stream_read(e, sealed, &s, from, dir, limit).await), want, "{s} from {from:?} {dir:?} limit {limit:?}");
+    for s in ["s0", "s3", "s7", "missing"] {
+        assert_eq!(e.stream_head(sealed, s).await.unwrap(), e.stream_head(plain, s).await.unwrap(), "head of {s}");
+        for (from, dir) in [(None, Direction::Forward), (Some(17), Direction::Forward), (None, Direction::Backward), (Some(5), Direction::Backward)] {
+            for limit in [None, Some(4)] {
+                let want = outcome(stream_read(e, plain, s, from, dir, limit).await);
+                assert_eq!(outcome(stream_read(e, sealed, s, from, dir, limit).await), want, "{s} from {from:?} {dir:?} limit {limit:?}");
             }
         }
     }
