@@ -339,6 +339,14 @@ pub struct Engine {
     writers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
+/// An age setting is at least 1 ms and fits the clock's i64.
+fn check_age(field: &str, v: Option<u64>) -> Result<(), RetentionError> {
+    match v {
+        Some(a) if a == 0 || a > i64::MAX as u64 => Err(RetentionError::Invalid(format!("{field}={a} must be between 1 and {}", i64::MAX))),
+        _ => Ok(()),
+    }
+}
+
 /// The store's writer, started if it is not running.
 fn writer_of(s: &Arc<Store>, clock: &Arc<dyn Clock>, writers: &Mutex<Vec<tokio::task::JoinHandle<()>>>) -> mpsc::Sender<WriterMsg> {
     let mut w = s.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -558,16 +566,17 @@ impl Engine {
     /// back; objects are dropped, whole, in the background as they empty
     /// or pass `max_age_ms`, and deleted by GC after their grace.
     pub async fn set_retention(&self, store: &str, retention: Retention) -> Result<RetentionInfo, RetentionError> {
-        if let Some(a) = retention.max_age_ms {
-            if a == 0 || a > i64::MAX as u64 {
-                return Err(RetentionError::Invalid(format!("max_age_ms={a} must be between 1 and {}", i64::MAX)));
-            }
-        }
+        check_age("max_age_ms", retention.max_age_ms)?;
+        let m = self.control(store, |reply| writer::Control::SetRetention { retention, reply }).await?;
+        Ok(RetentionInfo::of(&m))
+    }
+
+    /// Sends a control message to the store's writer; its answer.
+    async fn control(&self, store: &str, msg: impl FnOnce(oneshot::Sender<Result<Arc<Manifest>, RetentionError>>) -> writer::Control) -> Result<Arc<Manifest>, RetentionError> {
         let s = self.open(store).await?;
         let (reply, rx) = oneshot::channel();
-        self.writer_for(&s).send(WriterMsg::Control(writer::Control::SetRetention { retention, reply })).await.map_err(|_| RetentionError::ShuttingDown)?;
-        let m = rx.await.map_err(|_| RetentionError::ShuttingDown)??;
-        Ok(RetentionInfo::of(&m))
+        self.writer_for(&s).send(WriterMsg::Control(msg(reply))).await.map_err(|_| RetentionError::ShuttingDown)?;
+        rx.await.map_err(|_| RetentionError::ShuttingDown)?
     }
 
     /// The store's tiering settings.
@@ -582,25 +591,15 @@ impl Engine {
     /// archives in the background (never inside the idempotency window).
     /// Reads are the same before and after.
     pub async fn set_tiering(&self, store: &str, tiering: Tiering) -> Result<Tiering, RetentionError> {
-        if let Some(a) = tiering.seal_after_ms {
-            if a == 0 || a > i64::MAX as u64 {
-                return Err(RetentionError::Invalid(format!("seal_after_ms={a} must be between 1 and {}", i64::MAX)));
-            }
-        }
-        let s = self.open(store).await?;
-        let (reply, rx) = oneshot::channel();
-        self.writer_for(&s).send(WriterMsg::Control(writer::Control::SetTiering { tiering, reply })).await.map_err(|_| RetentionError::ShuttingDown)?;
-        let m = rx.await.map_err(|_| RetentionError::ShuttingDown)??;
+        check_age("seal_after_ms", tiering.seal_after_ms)?;
+        let m = self.control(store, |reply| writer::Control::SetTiering { tiering, reply }).await?;
         Ok(m.tiering.clone())
     }
 
     /// Drops now what retention lets go of and seals what tiering may,
     /// step by step, and answers once nothing more is due.
     pub async fn apply_policies(&self, store: &str) -> Result<RetentionInfo, RetentionError> {
-        let s = self.open(store).await?;
-        let (reply, rx) = oneshot::channel();
-        self.writer_for(&s).send(WriterMsg::Control(writer::Control::Enforce { reply: Some(reply) })).await.map_err(|_| RetentionError::ShuttingDown)?;
-        let m = rx.await.map_err(|_| RetentionError::ShuttingDown)??;
+        let m = self.control(store, |reply| writer::Control::Enforce { reply: Some(reply) }).await?;
         Ok(RetentionInfo::of(&m))
     }
 

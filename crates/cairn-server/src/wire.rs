@@ -235,6 +235,45 @@ pub fn write_event(out: &mut Vec<u8>, seq: u64, e: &Event) {
     }
 }
 
+/// A settings body: a JSON object of the fields of `T`, no other.
+fn parse_settings<T: serde::de::DeserializeOwned>(b: &[u8], what: &str, shape: &str) -> Result<T, String> {
+    let v: Value = serde_json::from_slice(b).map_err(|e| format!("{what}: {e} (expected {shape})"))?;
+    if !v.is_object() {
+        return Err(format!("{what}: not an object (expected {shape})"));
+    }
+    serde_json::from_value(v).map_err(|e| format!("{what}: {e} (expected {shape})"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionIn {
+    #[serde(default)]
+    truncate_before: Option<u64>,
+    #[serde(default)]
+    max_age_ms: Option<u64>,
+}
+
+/// A retention body: `{"truncate_before": SEQ|null, "max_age_ms": N|null}`.
+pub fn parse_retention(b: &[u8]) -> Result<cairn_engine::Retention, String> {
+    let r: RetentionIn = parse_settings(b, "retention", r#"{"truncate_before": SEQ|null, "max_age_ms": N|null}"#)?;
+    Ok(cairn_engine::Retention { truncate_before: r.truncate_before, max_age_ms: r.max_age_ms })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TieringIn {
+    #[serde(default)]
+    seal_before: Option<u64>,
+    #[serde(default)]
+    seal_after_ms: Option<u64>,
+}
+
+/// A tiering body: `{"seal_before": SEQ|null, "seal_after_ms": N|null}`.
+pub fn parse_tiering(b: &[u8]) -> Result<cairn_engine::Tiering, String> {
+    let t: TieringIn = parse_settings(b, "tiering", r#"{"seal_before": SEQ|null, "seal_after_ms": N|null}"#)?;
+    Ok(cairn_engine::Tiering { seal_before: t.seal_before, seal_after_ms: t.seal_after_ms })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,44 +301,4 @@ mod tests {
             r#"{"seq":42,"stream":"a \"b\"\n","revision":18446744073709551615,"type":"Té","timestamp":-5,"id":null,"tags":{},"data_b64":"AP8="}"#
         );
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetentionIn {
-    #[serde(default)]
-    truncate_before: Option<u64>,
-    #[serde(default)]
-    max_age_ms: Option<u64>,
-}
-
-/// A retention body: `{"truncate_before": SEQ|null, "max_age_ms": N|null}`.
-pub fn parse_retention(b: &[u8]) -> Result<cairn_engine::Retention, String> {
-    let shape = "expected {\"truncate_before\": SEQ|null, \"max_age_ms\": N|null}";
-    let v: Value = serde_json::from_slice(b).map_err(|e| format!("retention: {e} ({shape})"))?;
-    if !v.is_object() {
-        return Err(format!("retention: not an object ({shape})"));
-    }
-    let r: RetentionIn = serde_json::from_value(v).map_err(|e| format!("retention: {e} ({shape})"))?;
-    Ok(cairn_engine::Retention { truncate_before: r.truncate_before, max_age_ms: r.max_age_ms })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TieringIn {
-    #[serde(default)]
-    seal_before: Option<u64>,
-    #[serde(default)]
-    seal_after_ms: Option<u64>,
-}
-
-/// A tiering body: `{"seal_before": SEQ|null, "seal_after_ms": N|null}`.
-pub fn parse_tiering(b: &[u8]) -> Result<cairn_engine::Tiering, String> {
-    let shape = "expected {\"seal_before\": SEQ|null, \"seal_after_ms\": N|null}";
-    let v: Value = serde_json::from_slice(b).map_err(|e| format!("tiering: {e} ({shape})"))?;
-    if !v.is_object() {
-        return Err(format!("tiering: not an object ({shape})"));
-    }
-    let t: TieringIn = serde_json::from_value(v).map_err(|e| format!("tiering: {e} ({shape})"))?;
-    Ok(cairn_engine::Tiering { seal_before: t.seal_before, seal_after_ms: t.seal_after_ms })
 }
