@@ -8,7 +8,7 @@ use cairn_engine::{AppendCondition, AppendError, Direction, Engine, EngineConfig
 
 use crate::{batch, test_config, Backend, Fixture};
 
-cairn_engine::on_every_backend!(a_sealed_store_reads_as_its_unsealed_twin, sealing_stays_out_of_the_window_and_retention_drops_archives);
+cairn_engine::on_every_backend!(a_sealed_store_reads_as_its_unsealed_twin, sealing_stays_out_of_the_window_and_retention_drops_archives, sealing_and_reading_archives_ride_out_storage_errors);
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -172,4 +172,41 @@ async fn sealing_stays_out_of_the_window_and_retention_drops_archives(b: Backend
     assert_eq!(cold.tiering("w").await.unwrap().seal_before, Some(u64::MAX));
     let r = e.set_tiering("w", Tiering { seal_before: None, seal_after_ms: Some(0) }).await;
     assert!(r.is_err(), "seal_after_ms 0 is refused");
+}
+
+/// Sealing and the reads of archives under injected storage errors (5% of
+/// requests, and creates that landed but answered an error): what is read
+/// is the twin's, errors are retried, nothing is sealed twice or lost.
+async fn sealing_and_reading_archives_ride_out_storage_errors(b: Backend) {
+    use cairn_engine::testing::{FaultStore, Faults};
+    let fx = Fixture::new(b);
+    let clean = fx.engine(config());
+    fill(&clean, "f", 300).await;
+    fill(&clean, "twin", 300).await;
+    let fault = FaultStore::new(fx.store.clone(), 7);
+    let faulty = Engine::new(fault.clone(), config());
+    fault.set(Faults { error: 0.05, create_landed_then_error: 0.1, latency: Duration::from_millis(1), ..Faults::default() });
+    let t = Tiering { seal_before: Some(u64::MAX), seal_after_ms: None };
+    // A failed step is retried by the next call, as by the next commit.
+    let mut sealed = false;
+    for _ in 0..10 {
+        let set = faulty.set_tiering("f", t.clone()).await.is_ok();
+        if set && faulty.apply_policies("f").await.is_ok() && faulty.store_info("f").await.is_ok_and(|i| i.archives >= 3) {
+            sealed = true;
+            break;
+        }
+    }
+    assert!(sealed, "sealed in the end");
+    for (from, tag) in [(0, None), (41, None), (0, Some(("flag", "rare"))), (100, Some(("k", "2")))] {
+        assert_eq!(store_read(&faulty, "f", from, tag, None).await.unwrap(), store_read(&clean, "twin", from, tag, None).await.unwrap(), "from {from} tag {tag:?}");
+    }
+    for s in ["s1", "s4"] {
+        for dir in [Direction::Forward, Direction::Backward] {
+            assert_eq!(stream_read(&faulty, "f", s, None, dir, None).await.unwrap(), stream_read(&clean, "twin", s, None, dir, None).await.unwrap(), "{s} {dir:?}");
+        }
+    }
+    assert!(fault.counts.errors.load(std::sync::atomic::Ordering::Relaxed) > 0, "errors were injected");
+    fault.set(Faults::default());
+    // And a cold, clean node reads the same.
+    assert_eq!(store_read(&fx.engine(config()), "f", 0, None, None).await.unwrap(), store_read(&clean, "twin", 0, None, None).await.unwrap());
 }
