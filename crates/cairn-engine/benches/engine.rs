@@ -245,7 +245,7 @@ async fn bench_tags() {
     // The same store with its history sealed into archives.
     let sealing = Engine::new(counting.clone(), config());
     let t = Instant::now();
-    sealing.set_tiering("t", cairn_engine::Tiering { seal_before: Some(u64::MAX), seal_after_ms: None }).await.expect("tiering");
+    sealing.set_tiering("t", cairn_engine::Tiering { seal_before: Some(i64::MAX as u64), seal_after_ms: None }).await.expect("tiering");
     sealing.apply_policies("t").await.expect("seal");
     let sealed_in = t.elapsed();
     sealing.gc("t").await.expect("gc");

@@ -592,6 +592,10 @@ impl Engine {
     /// Reads are the same before and after.
     pub async fn set_tiering(&self, store: &str, tiering: Tiering) -> Result<Tiering, RetentionError> {
         check_age("seal_after_ms", tiering.seal_after_ms)?;
+        // Seqs are int64 in the API's document.
+        if let Some(b) = tiering.seal_before.filter(|b| *b > i64::MAX as u64) {
+            return Err(RetentionError::Invalid(format!("seal_before={b} must be at most {}", i64::MAX)));
+        }
         let m = self.control(store, |reply| writer::Control::SetTiering { tiering, reply }).await?;
         Ok(m.tiering.clone())
     }

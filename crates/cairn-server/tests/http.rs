@@ -815,7 +815,7 @@ async fn tiering_over_http(b: Backend) {
         }
     }
     let put = |body: &str| n.http.put(n.url("/v1/stores/sealed/tiering")).body(body.to_string());
-    for bad in [r#"{"seal_after_ms": 0}"#, r#"{"seal_before": "x"}"#, r#"{"other": 1}"#, "[]", "nope"] {
+    for bad in [r#"{"seal_after_ms": 0}"#, r#"{"seal_before": "x"}"#, r#"{"seal_before": 9223372036854775808}"#, r#"{"other": 1}"#, "[]", "nope"] {
         let (st, v) = n.send(put(bad)).await;
         assert_eq!((st, code(&v)), (400, "invalid_tiering"), "{bad}: {v}");
     }

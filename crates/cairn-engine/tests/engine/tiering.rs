@@ -97,8 +97,8 @@ async fn a_sealed_store_reads_as_its_unsealed_twin(b: Backend) {
     let n = 300;
     fill(&e, "sealed", n).await;
     fill(&e, "plain", n).await;
-    let t = e.set_tiering("sealed", Tiering { seal_before: Some(u64::MAX), seal_after_ms: None }).await.unwrap();
-    assert_eq!(t.seal_before, Some(u64::MAX));
+    let t = e.set_tiering("sealed", Tiering { seal_before: Some(i64::MAX as u64), seal_after_ms: None }).await.unwrap();
+    assert_eq!(t.seal_before, Some(i64::MAX as u64));
     e.apply_policies("sealed").await.unwrap();
     let info = e.store_info("sealed").await.unwrap();
     assert!(info.archives >= 3, "history sealed into archives of at most 40 events: {info:?}");
@@ -145,7 +145,7 @@ async fn sealing_stays_out_of_the_window_and_retention_drops_archives(b: Backend
     let e = fx.engine(config());
     fill(&e, "w", 300).await;
     fill(&e, "twin", 300).await;
-    e.set_tiering("w", Tiering { seal_before: Some(u64::MAX), seal_after_ms: None }).await.unwrap();
+    e.set_tiering("w", Tiering { seal_before: Some(i64::MAX as u64), seal_after_ms: None }).await.unwrap();
     e.apply_policies("w").await.unwrap();
     // Nothing the idempotency window covers (the last 50 events) is sealed:
     // a retry of a batch in it is still recognised.
@@ -169,7 +169,7 @@ async fn sealing_stays_out_of_the_window_and_retention_drops_archives(b: Backend
     // A cold node agrees, and the policy reads back.
     let cold = fx.engine(config());
     same_reads(&cold, "w", "twin", 130, 310).await;
-    assert_eq!(cold.tiering("w").await.unwrap().seal_before, Some(u64::MAX));
+    assert_eq!(cold.tiering("w").await.unwrap().seal_before, Some(i64::MAX as u64));
     let r = e.set_tiering("w", Tiering { seal_before: None, seal_after_ms: Some(0) }).await;
     assert!(r.is_err(), "seal_after_ms 0 is refused");
 }
@@ -186,7 +186,7 @@ async fn sealing_and_reading_archives_ride_out_storage_errors(b: Backend) {
     let fault = FaultStore::new(fx.store.clone(), 7);
     let faulty = Engine::new(fault.clone(), config());
     fault.set(Faults { error: 0.05, create_landed_then_error: 0.1, latency: Duration::from_millis(1), ..Faults::default() });
-    let t = Tiering { seal_before: Some(u64::MAX), seal_after_ms: None };
+    let t = Tiering { seal_before: Some(i64::MAX as u64), seal_after_ms: None };
     // A failed step is retried by the next call, as by the next commit.
     let mut sealed = false;
     for _ in 0..10 {
