@@ -484,7 +484,7 @@ impl Engine {
                     }
                     // A maximum age is applied on an idle store too.
                     let m = s.current();
-                    if !m.retention.is_empty() || !m.tiering.is_empty() {
+                    if m.has_policies() {
                         let _ = writer_of(&s, &clock, &writers).send(WriterMsg::Control(writer::Control::Enforce { reply: None })).await;
                     }
                 }

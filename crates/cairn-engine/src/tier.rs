@@ -175,6 +175,14 @@ pub(crate) async fn first_match(store: &Store, a: &ArchiveRef, from: u64, to: u6
     Ok(best)
 }
 
+/// A failed read of the history being sealed, as a storage error.
+fn sealing_read(e: ReadError) -> StorageError {
+    match e {
+        ReadError::Storage(s) => s,
+        other => StorageError::Backend(format!("sealing: {other}")),
+    }
+}
+
 /// Builds and uploads one archive of `events` (in seq order).
 async fn build(store: &Store, events: Vec<ArchivedEvent>) -> Result<ArchiveRef, StorageError> {
     let mut keys: HashMap<&str, usize> = HashMap::new();
@@ -241,15 +249,11 @@ pub(crate) async fn seal(store: &Arc<Store>, m: &Manifest, now_ms: i64) -> Resul
             // Truncated meanwhile by another node: this view is behind, and
             // a seal prepared on it would not apply.
             Err(ReadError::Truncated { .. }) => return Ok(None),
-            Err(ReadError::Storage(s)) => return Err(s),
-            Err(other) => return Err(StorageError::Backend(format!("sealing: {other}"))),
+            Err(e) => return Err(sealing_read(e)),
         };
         let (mut part, mut part_bytes) = (Vec::new(), 0u64);
         loop {
-            let chunk = scan.next_chunk().await.map_err(|e| match e {
-                ReadError::Storage(s) => s,
-                other => StorageError::Backend(format!("sealing: {other}")),
-            })?;
+            let chunk = scan.next_chunk().await.map_err(sealing_read)?;
             let Some(chunk) = chunk else { break };
             for e in chunk.into_iter().filter(|e| e.seq < end) {
                 part_bytes += e.event.data.len() as u64;

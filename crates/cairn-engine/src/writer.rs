@@ -1141,7 +1141,7 @@ impl Writer {
     /// one is being prepared; it comes back as a `Truncation` message.
     fn start_truncation(&mut self) {
         let m = &self.view;
-        if self.truncating || (m.retention.is_empty() && m.first_seq == m.stored_from && m.tiering.is_empty()) {
+        if self.truncating || !m.has_policies() {
             return;
         }
         self.truncating = true;
@@ -1165,7 +1165,7 @@ impl Writer {
     /// [`AGE_CHECK_INTERVAL`], objects past the maximum age).
     fn maybe_start_truncation(&mut self) {
         let m = &self.view;
-        if m.retention.is_empty() && m.first_seq == m.stored_from && m.tiering.is_empty() {
+        if !m.has_policies() {
             return;
         }
         let oldest_end = m.archives.first().map(|a| a.end_seq).or_else(|| m.indexes.first().map(|i| i.end_seq)).or_else(|| m.segments.first().map(|s| s.end_seq()));

@@ -144,6 +144,12 @@ impl Manifest {
         }
     }
 
+    /// Whether retention or tiering may have work to do (a policy is set,
+    /// or objects wholly before the first seq may still be stored).
+    pub fn has_policies(&self) -> bool {
+        !self.retention.is_empty() || !self.tiering.is_empty() || self.first_seq != self.stored_from
+    }
+
     /// Where the index objects start.
     pub fn archived_end(&self) -> u64 {
         self.archives.last().map_or(self.stored_from, |a| a.end_seq)
