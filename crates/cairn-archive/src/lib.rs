@@ -18,16 +18,19 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-pub use cairn_format::archive::{ArchiveFooter, ArchiveOptions, ArchivedEvent, Group, Key, Space};
-use cairn_format::archive::{TimeTable, decode_archive_block, decode_archive_footer, decode_archive_trailer, decode_posting_page, decode_space_page};
-use cairn_format::segment::TRAILER_LEN;
+pub use cairn_format::archive::{ArchiveFooter, ArchiveOptions, ArchivedEvent, Group, Key, Space, SpaceFilter};
+use cairn_format::archive::{
+    TimeTable, decode_archive_block, decode_archive_footer, decode_archive_trailer, decode_posting_page, decode_space_filter, decode_space_page,
+};
+use cairn_format::bloom::Bloom;
+use cairn_format::segment::{MAX_FOOTER_LEN, TRAILER_LEN};
 
 /// The tail read when an archive is opened: the footer too, if it fits.
 const OPEN_READ: u64 = 64 << 10;
@@ -97,6 +100,8 @@ pub struct Archive {
     footer: ArchiveFooter,
     times: TimeTable,
     opening: Fetched,
+    /// The space filter, once a look-up read it from its section.
+    space_filter: OnceLock<Bloom>,
 }
 
 impl Archive {
@@ -120,6 +125,26 @@ impl Archive {
         Archive::open_counted(store, path, size, 0).await
     }
 
+    /// [`Archive::open`] for a caller that knows the size and where the
+    /// footer starts (the encoder's `footer_offset`): one range GET of
+    /// exactly the footer and trailer.
+    pub async fn open_at(store: Arc<dyn ObjectStore>, path: Path, size: u64, footer_offset: u64) -> Result<Archive, ArchiveError> {
+        let name = path.to_string();
+        if footer_offset > size.saturating_sub(TRAILER_LEN as u64) || size - footer_offset > u64::from(MAX_FOOTER_LEN) + TRAILER_LEN as u64 {
+            return Err(cairn_format::Error::Corrupt(format!("{name}: a footer at {footer_offset} does not fit in {size} bytes")).into());
+        }
+        let object = Object { store, path, name, requests: AtomicU64::new(0), bytes: AtomicU64::new(0) };
+        let tail = object.fetch(footer_offset..size).await?;
+        Archive::with_tail(object, size, tail, footer_offset)
+    }
+
+    fn with_tail(object: Object, size: u64, tail: Bytes, footer_offset: u64) -> Result<Archive, ArchiveError> {
+        let footer = decode_archive_footer(&tail, footer_offset, &object.name)?;
+        let times = footer.times(&object.name)?;
+        let opening = object.fetched();
+        Ok(Archive { object, size, footer, times, opening, space_filter: OnceLock::new() })
+    }
+
     /// Opens with `heads` HEAD requests already made.
     async fn open_counted(store: Arc<dyn ObjectStore>, path: Path, size: u64, heads: u64) -> Result<Archive, ArchiveError> {
         let name = path.to_string();
@@ -139,10 +164,7 @@ impl Archive {
         } else {
             tail = tail.slice((tail_start - start) as usize..);
         }
-        let footer = decode_archive_footer(&tail, tail_start, name)?;
-        let times = footer.times(name)?;
-        let opening = object.fetched();
-        Ok(Archive { object, size, footer, times, opening })
+        Archive::with_tail(object, size, tail, tail_start)
     }
 
     pub fn footer(&self) -> &ArchiveFooter {
@@ -171,9 +193,20 @@ impl Archive {
     }
 
     /// The space `key` (the seed's `Find`), or `None`: its directory page
-    /// is read unless the footer's filter rules it out.
+    /// is read unless the space filter rules it out. A filter in a section
+    /// of its own is read by the first look-up, and kept.
     pub async fn space(&self, key: &str) -> Result<Option<SpaceRef>, ArchiveError> {
-        let Some(i) = self.footer.space_page_for(key) else { return Ok(None) };
+        let filter = match &self.footer.space_filter {
+            SpaceFilter::Inline(f) => f,
+            SpaceFilter::At { offset, len } => match self.space_filter.get() {
+                Some(f) => f,
+                None => {
+                    let f = decode_space_filter(&self.fetch(*offset..offset + u64::from(*len)).await?, &self.object.name)?;
+                    self.space_filter.get_or_init(|| f)
+                }
+            },
+        };
+        let Some(i) = self.footer.space_page_for(key, filter) else { return Ok(None) };
         let p = &self.footer.space_pages[i];
         let page = decode_space_page(&self.fetch(p.offset..p.offset + u64::from(p.len)).await?, &self.object.name)?;
         let Ok(at) = page.binary_search_by(|s| s.key.as_str().cmp(key)) else { return Ok(None) };

@@ -249,3 +249,70 @@ async fn what_is_not_an_archive_is_a_clear_error() {
     let e = db.scan_all(Direction::Forward).collect().await.err().unwrap();
     assert!(e.to_string().contains("checksum"), "{e}");
 }
+
+/// Past 4 KiB, the space filter has a section of its own: opening (one
+/// exact GET) and tag reads never fetch it; the first space look-up does,
+/// once.
+#[tokio::test]
+async fn a_large_space_filter_is_fetched_only_by_space_look_ups() {
+    let streams = 8_000u64;
+    let mut b = ArchiveBuilder::new(ArchiveOptions { indexes: vec![Key::Type, Key::Tag("flag".into())], ..ArchiveOptions::default() }).unwrap();
+    for seq in 0..2 * streams {
+        let tags: &[(&str, &str)] = if seq % 997 == 5 { &[("flag", "rare")] } else { &[] };
+        b.add(event(seq, &format!("order-{}", seq % streams), seq / streams, "placed", 1_000 + seq as i64, tags, "{}"));
+    }
+    let enc = b.finish().unwrap();
+    let cairn_archive::SpaceFilter::At { len: filter_len, .. } = enc.footer.space_filter else { panic!("a filter over 8,000 spaces is not inline") };
+    assert!(u64::from(filter_len) > 8_000 * 10 / 8, "10 bits a space");
+    let size = enc.bytes.len() as u64;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let path = Path::from("wide.arc");
+    store.put(&path, enc.bytes.into()).await.unwrap();
+
+    let db = Archive::open_at(store.clone(), path.clone(), size, enc.footer_offset).await.unwrap();
+    assert_eq!(db.fetched().requests, 1);
+    assert_eq!(db.fetched().bytes, size - enc.footer_offset, "exactly the footer and trailer");
+    let before = db.fetched();
+    let rare = db.scan_value(&Key::Tag("flag".into()), "rare", Direction::Forward).await.unwrap().collect().await.unwrap();
+    assert_eq!(rare.len() as u64, (0..2 * streams).filter(|s| s % 997 == 5).count() as u64);
+    let pages: u64 = db.footer().posting_pages[db.footer().posting_pages_for(&Key::Tag("flag".into()), "rare", None)].iter().map(|p| u64::from(p.len)).sum();
+    assert_eq!((db.fetched().requests - before.requests, db.fetched().bytes - before.bytes), (1, pages), "the value's posting page, not the filter");
+
+    let s = db.space("order-17").await.unwrap().unwrap();
+    assert_eq!(s.space.count, 2);
+    let first = db.fetched();
+    assert_eq!(first.requests - before.requests - 1, 2, "the tag read's page, then the filter and a directory page");
+    assert!(db.space("order-18").await.unwrap().is_some());
+    assert_eq!(db.fetched().requests, first.requests + 1, "the filter is kept: one directory page");
+    let absent = db.fetched();
+    assert!(db.space("not-a-stream").await.unwrap().is_none());
+    assert!(db.fetched().requests - absent.requests <= 1, "the kept filter rules out what is absent (or a false positive reads one page)");
+
+    // A wrong footer offset is an error, not a wrong archive.
+    assert!(Archive::open_at(store.clone(), path.clone(), size, enc.footer_offset - 1).await.is_err());
+    assert!(Archive::open_at(store, path, size, size).await.is_err());
+}
+
+/// An archive written by the first format version (its space filter in the
+/// footer), committed as written: it still opens and reads the same.
+#[tokio::test]
+async fn a_version_1_archive_still_reads() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1.arc");
+    let db = Archive::open_file(&file).await.unwrap();
+    assert!(matches!(db.footer().space_filter, cairn_archive::SpaceFilter::Inline(_)));
+    assert_eq!((db.footer().first_seq, db.footer().end_seq, db.footer().event_count), (100, 160, 60));
+    // Written from 60 events: event i in customer-(i mod 6), revision i / 6,
+    // type page/click/purchase by i mod 3, tag customer=c(i mod 6) when i mod 5 is 0, data {"n":i}.
+    let c3 = db.space("customer-3").await.unwrap().unwrap();
+    let all = db.scan(&c3, None, Direction::Forward).unwrap().collect().await.unwrap();
+    let want: Vec<String> = (0..60).filter(|i| i % 6 == 3).map(|i| format!("{{\"n\":{i}}}")).collect();
+    assert_eq!(data(&all), want);
+    assert!(all.iter().enumerate().all(|(r, e)| e.event.revision == r as u64 && e.seq == 100 + 3 + 6 * r as u64));
+    let clicks = db.scan_index(&c3, &Key::Type, "page", Direction::Backward).await.unwrap().collect().await.unwrap();
+    assert_eq!(data(&clicks), ["{\"n\":57}", "{\"n\":51}", "{\"n\":45}", "{\"n\":39}", "{\"n\":33}", "{\"n\":27}", "{\"n\":21}", "{\"n\":15}", "{\"n\":9}", "{\"n\":3}"]);
+    let tagged = db.scan_value(&Key::Tag("customer".into()), "c0", Direction::Forward).await.unwrap().collect().await.unwrap();
+    let mut seqs: Vec<u64> = tagged.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [100, 130]);
+    assert!(db.space("customer-9").await.unwrap().is_none());
+}

@@ -149,7 +149,12 @@ impl Caches {
     }
     pub fn put_archive(&self, name: Arc<str>, a: Arc<cairn_archive::Archive>) {
         let f = a.footer();
-        let w = (f.time_table.len() + f.blocks.len() * 40 + f.space_pages.len() * 64 + f.posting_pages.len() * 96 + f.space_filter.byte_len() + f.value_filter.byte_len()) as u64;
+        // A filter in its own section is weighed as if read: a look-up keeps it.
+        let space_filter = match &f.space_filter {
+            cairn_archive::SpaceFilter::Inline(b) => b.byte_len(),
+            cairn_archive::SpaceFilter::At { len, .. } => *len as usize,
+        };
+        let w = (f.time_table.len() + f.blocks.len() * 40 + f.space_pages.len() * 64 + f.posting_pages.len() * 96 + space_filter + f.value_filter.byte_len()) as u64;
         self.archives.insert(name, Sized(a, w));
     }
     /// Bytes held: (metadata, blocks).

@@ -63,7 +63,16 @@ pub(crate) async fn open(store: &Store, a: &ArchiveRef) -> Result<Arc<Archive>, 
     }
     let path = store.paths.object(&a.name);
     let inner = store.shared.objects.inner.clone();
-    let x = retried(store, &a.name, || Archive::open_sized(inner.clone(), path.clone(), a.bytes)).await?;
+    let x = retried(store, &a.name, || {
+        let (inner, path) = (inner.clone(), path.clone());
+        async move {
+            match a.footer_offset {
+                0 => Archive::open_sized(inner, path, a.bytes).await,
+                at => Archive::open_at(inner, path, a.bytes, at).await,
+            }
+        }
+    })
+    .await?;
     let f = x.footer();
     if f.first_seq < a.first_seq || f.end_seq != a.end_seq || f.space != Key::Stream {
         return Err(StorageError::Corrupt(format!("{path}: the archive disagrees with the manifest")));
@@ -209,7 +218,7 @@ async fn build(store: &Store, events: Vec<ArchivedEvent>) -> Result<ArchiveRef, 
     let name = archive_name();
     let bytes = enc.bytes.len() as u64;
     store.shared.objects.put(&store.paths.object(&name), Bytes::from(enc.bytes)).await?;
-    Ok(ArchiveRef { name, first_seq: enc.footer.first_seq, end_seq: enc.footer.end_seq, bytes, max_ts: enc.footer.max_ts })
+    Ok(ArchiveRef { name, first_seq: enc.footer.first_seq, end_seq: enc.footer.end_seq, bytes, max_ts: enc.footer.max_ts, footer_offset: enc.footer_offset })
 }
 
 /// What tiering seals in `m` as of `now_ms`: the oldest index objects that

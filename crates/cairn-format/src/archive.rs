@@ -8,7 +8,7 @@
 //! of the events that carry the value, so one value of one space, or of the
 //! whole archive, is read without the rest.
 //!
-//! `[block]* [space page]* [posting page]* footer trailer`. A block is two
+//! `[block]* [space page]* [posting page]* [space filter] footer trailer`. A block is two
 //! frames: the events' metadata in columns (compressed apart, so the columns
 //! of small numbers cost almost nothing), then their data, concatenated.
 //! Pages and blocks are framed like segment blocks (codec, lengths, CRC32C).
@@ -29,7 +29,11 @@ use crate::Error;
 /// Persisted in the trailer, as are the version and the layout below it: a
 /// decoder refuses any other version. Never renumber.
 pub const ARCHIVE_MAGIC: &[u8; 8] = b"CAIRNARC";
-pub const ARCHIVE_VERSION: u32 = 1;
+pub const ARCHIVE_VERSION: u32 = 2;
+/// A space filter of at most this many bytes sits in the footer; a larger
+/// one in a section of its own, which only a space look-up fetches (a tag
+/// read over an archive of 100 k streams need not fetch 122 KiB of it).
+pub const INLINE_FILTER_BYTES: usize = 4 << 10;
 /// Posting pages close past this many encoded bytes ...
 const PAGE_BYTES: usize = 64 << 10;
 /// ... and directory pages past this many: a stream read reads one
@@ -273,12 +277,65 @@ pub struct ArchiveFooter {
     pub blocks: Vec<ArchiveBlock>,
     pub space_pages: Vec<SpacePage>,
     pub space_count: u64,
-    pub space_filter: Bloom,
+    pub space_filter: SpaceFilter,
     pub posting_pages: Vec<PostingPage>,
     /// Every (key, value) pair indexed, as `key-tag \0 value`.
     pub value_filter: Bloom,
     /// The [`TimeTable`], encoded.
     pub time_table: Vec<u8>,
+}
+
+/// Where the filter over an archive's space keys is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpaceFilter {
+    /// In the footer (every filter of a version 1 archive).
+    Inline(Bloom),
+    /// A framed section (postcard `Bloom`, codec 0) right before the
+    /// footer, after the posting pages.
+    At { offset: u64, len: u32 },
+}
+
+/// The footer of a version 1 archive, which holds its space filter inline.
+#[derive(Deserialize)]
+struct ArchiveFooterV1 {
+    event_count: u64,
+    first_seq: u64,
+    end_seq: u64,
+    min_ts: i64,
+    max_ts: i64,
+    space: Key,
+    grouping: Option<Key>,
+    indexes: Vec<Key>,
+    #[serde(with = "block_table")]
+    blocks: Vec<ArchiveBlock>,
+    space_pages: Vec<SpacePage>,
+    space_count: u64,
+    space_filter: Bloom,
+    posting_pages: Vec<PostingPage>,
+    value_filter: Bloom,
+    time_table: Vec<u8>,
+}
+
+impl From<ArchiveFooterV1> for ArchiveFooter {
+    fn from(f: ArchiveFooterV1) -> Self {
+        ArchiveFooter {
+            event_count: f.event_count,
+            first_seq: f.first_seq,
+            end_seq: f.end_seq,
+            min_ts: f.min_ts,
+            max_ts: f.max_ts,
+            space: f.space,
+            grouping: f.grouping,
+            indexes: f.indexes,
+            blocks: f.blocks,
+            space_pages: f.space_pages,
+            space_count: f.space_count,
+            space_filter: SpaceFilter::Inline(f.space_filter),
+            posting_pages: f.posting_pages,
+            value_filter: f.value_filter,
+            time_table: f.time_table,
+        }
+    }
 }
 
 mod block_table {
@@ -326,9 +383,10 @@ impl ArchiveFooter {
         (i > 0 && ordinal < self.blocks[i - 1].end()).then(|| i - 1)
     }
 
-    /// The page that may hold space `key`, if the filter lets it through.
-    pub fn space_page_for(&self, key: &str) -> Option<usize> {
-        if !self.space_filter.may_contain(BloomHash::of(key.as_bytes())) {
+    /// The page that may hold space `key`, if `filter` (the archive's space
+    /// filter: inline, or read from its section) lets it through.
+    pub fn space_page_for(&self, key: &str, filter: &Bloom) -> Option<usize> {
+        if !filter.may_contain(BloomHash::of(key.as_bytes())) {
             return None;
         }
         let i = self.space_pages.partition_point(|p| p.last.as_str() < key);
@@ -376,6 +434,12 @@ impl ArchiveFooter {
             }
             offset += u64::from(p.len);
         }
+        if let SpaceFilter::At { offset: at, len } = self.space_filter {
+            if at != offset {
+                return Err(err("the space filter does not follow the posting pages"));
+            }
+            offset += u64::from(len);
+        }
         if offset != data_end {
             return Err(err("the pages do not end where the footer starts"));
         }
@@ -392,6 +456,9 @@ impl ArchiveFooter {
 pub struct EncodedArchive {
     pub bytes: Vec<u8>,
     pub footer: ArchiveFooter,
+    /// Where the footer starts: a reader that knows it opens the archive
+    /// with one exact range GET.
+    pub footer_offset: u64,
     /// The bytes of event data as stored (after the data codec).
     pub data_bytes: u64,
     /// The bytes of the posting pages.
@@ -623,6 +690,15 @@ impl ArchiveBuilder {
             }
         }
         let index_bytes = out.len() as u64 - index_start;
+        let encoded = postcard::to_stdvec(&space_filter).map_err(|e| Error::Invalid(format!("space filter: {e}")))?;
+        let space_filter = if encoded.len() <= INLINE_FILTER_BYTES {
+            SpaceFilter::Inline(space_filter)
+        } else {
+            let framed = frame(&encoded, Codec::None, 0)?;
+            let at = SpaceFilter::At { offset: out.len() as u64, len: framed.len() as u32 };
+            out.extend_from_slice(&framed);
+            at
+        };
 
         let footer = ArchiveFooter {
             event_count: events.len() as u64,
@@ -644,7 +720,7 @@ impl ArchiveBuilder {
         let body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("archive footer: {e}")))?;
         let offset = out.len() as u64;
         out.extend_from_slice(&encode_tail(body, ARCHIVE_MAGIC, ARCHIVE_VERSION, events.len() as u32, offset)?);
-        Ok(EncodedArchive { bytes: out, footer, data_bytes, index_bytes, index_entries, inlined, columns })
+        Ok(EncodedArchive { bytes: out, footer, footer_offset: offset, data_bytes, index_bytes, index_entries, inlined, columns })
     }
 }
 
@@ -1053,16 +1129,26 @@ pub fn decode_archive_trailer(b: &[u8], object: &str) -> Result<Trailer, Error> 
 }
 
 /// Decodes and checks an archive footer from `tail` (footer + trailer),
-/// which starts at `footer_offset` in the archive.
+/// which starts at `footer_offset` in the archive: of version 1 or 2.
 pub fn decode_archive_footer(tail: &[u8], footer_offset: u64, object: &str) -> Result<ArchiveFooter, Error> {
     let (t, body) = split_tail(tail, ARCHIVE_MAGIC, ARCHIVE_VERSION, Some(footer_offset), object)?;
-    let footer: ArchiveFooter = postcard::from_bytes(body).map_err(|e| Error::Corrupt(format!("{object}: archive footer: {e}")))?;
+    let bad = |e: postcard::Error| Error::Corrupt(format!("{object}: archive footer: {e}"));
+    let footer: ArchiveFooter = match t.version {
+        1 => postcard::from_bytes::<ArchiveFooterV1>(body).map_err(bad)?.into(),
+        _ => postcard::from_bytes(body).map_err(bad)?,
+    };
     footer.validate(t.footer_offset, object)?;
     footer.times(object)?;
     if footer.event_count != u64::from(t.event_count) {
         return Err(Error::Corrupt(format!("{object}: archive footer disagrees with its trailer")));
     }
     Ok(footer)
+}
+
+/// Decodes a space filter section ([`SpaceFilter::At`]).
+pub fn decode_space_filter(frame: &[u8], object: &str) -> Result<Bloom, Error> {
+    let raw = unframe(frame, object, "space filter")?;
+    postcard::from_bytes(&raw).map_err(|e| Error::Corrupt(format!("{object}: space filter: {e}")))
 }
 
 /// Decodes a page of the space directory.

@@ -82,6 +82,10 @@ pub struct ArchiveRef {
     pub bytes: u64,
     /// The newest event's timestamp (for a maximum age).
     pub max_ts: i64,
+    /// Where its footer starts, so it opens with one exact range GET (0:
+    /// not recorded, as by versions before it was; a tail read then).
+    #[serde(default)]
+    pub footer_offset: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -313,6 +313,8 @@ pub(crate) fn encode_tail(mut body: Vec<u8>, magic: &[u8; 8], version: u32, even
 /// What a trailer says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trailer {
+    /// The format version, from 1 to the newest this code reads.
+    pub version: u32,
     pub footer_len: u32,
     pub footer_crc: u32,
     pub event_count: u32,
@@ -326,7 +328,8 @@ impl Trailer {
     }
 }
 
-pub(crate) fn decode_trailer_with(b: &[u8], magic: &[u8; 8], version: u32, object: &str) -> Result<Trailer, Error> {
+/// Reads a trailer of any version from 1 to `newest`.
+pub(crate) fn decode_trailer_with(b: &[u8], magic: &[u8; 8], newest: u32, object: &str) -> Result<Trailer, Error> {
     if b.len() != TRAILER_LEN {
         return Err(Error::Corrupt(format!("{object}: trailer is {} bytes, not {TRAILER_LEN}", b.len())));
     }
@@ -334,10 +337,10 @@ pub(crate) fn decode_trailer_with(b: &[u8], magic: &[u8; 8], version: u32, objec
         return Err(Error::Corrupt(format!("{object}: bad magic")));
     }
     let v = le_u32(b, 8);
-    if v != version {
+    if v == 0 || v > newest {
         return Err(Error::Corrupt(format!("{object}: unsupported format version {v}")));
     }
-    let t = Trailer { footer_len: le_u32(b, 12), footer_crc: le_u32(b, 16), event_count: le_u32(b, 20), footer_offset: le_u64(b, 24) };
+    let t = Trailer { version: v, footer_len: le_u32(b, 12), footer_crc: le_u32(b, 16), event_count: le_u32(b, 20), footer_offset: le_u64(b, 24) };
     if t.footer_len > MAX_FOOTER_LEN {
         return Err(Error::Corrupt(format!("{object}: footer length {} too large", t.footer_len)));
     }
@@ -354,14 +357,14 @@ pub fn decode_trailer(b: &[u8], object: &str) -> Result<Trailer, Error> {
 pub(crate) fn split_tail<'a>(
     tail: &'a [u8],
     magic: &[u8; 8],
-    version: u32,
+    newest: u32,
     footer_offset: Option<u64>,
     object: &str,
 ) -> Result<(Trailer, &'a [u8]), Error> {
     if tail.len() < TRAILER_LEN {
         return Err(Error::Corrupt(format!("{object}: truncated ({} bytes)", tail.len())));
     }
-    let t = decode_trailer_with(&tail[tail.len() - TRAILER_LEN..], magic, version, object)?;
+    let t = decode_trailer_with(&tail[tail.len() - TRAILER_LEN..], magic, newest, object)?;
     if t.tail_len() != tail.len() as u64 {
         return Err(Error::Corrupt(format!("{object}: footer length {} does not match the {} bytes read", t.footer_len, tail.len())));
     }

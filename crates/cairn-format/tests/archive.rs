@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use cairn_format::archive::{
-    decode_archive_block, decode_archive_footer, decode_posting_page, decode_space_page, ArchiveBuilder, ArchiveFooter, ArchiveOptions,
-    ArchivedEvent, Key, Space,
+    decode_archive_block, decode_archive_footer, decode_posting_page, decode_space_filter, decode_space_page, ArchiveBuilder, ArchiveFooter,
+    ArchiveOptions, ArchivedEvent, Key, Space, SpaceFilter,
 };
 use cairn_format::block::{Codec, Event};
+use cairn_format::bloom::Bloom;
 use proptest::prelude::*;
 
 fn arb_events() -> impl Strategy<Value = Vec<ArchivedEvent>> {
@@ -83,6 +84,7 @@ struct Read {
     firsts: BTreeMap<u64, u64>,
     /// Events inlined in postings, with the ordinal they name.
     inlined: Vec<(u64, ArchivedEvent)>,
+    space_filter: Bloom,
 }
 
 fn read(bytes: &[u8]) -> Result<Read, cairn_format::Error> {
@@ -112,7 +114,11 @@ fn read(bytes: &[u8]) -> Result<Read, cairn_format::Error> {
             postings.entry((x.key, x.value, x.space)).or_default().extend(ords);
         }
     }
-    Ok(Read { footer, events, spaces, postings, firsts, inlined })
+    let space_filter = match &footer.space_filter {
+        SpaceFilter::Inline(f) => f.clone(),
+        SpaceFilter::At { offset, len } => decode_space_filter(slice(*offset, u64::from(*len)), "arc")?,
+    };
+    Ok(Read { footer, events, spaces, postings, firsts, inlined, space_filter })
 }
 
 fn values<'a>(k: &Key, e: &'a Event) -> Vec<&'a str> {
@@ -165,7 +171,7 @@ proptest! {
             } else {
                 prop_assert!(s.groups.is_empty());
             }
-            let page = r.footer.space_page_for(&s.key).unwrap();
+            let page = r.footer.space_page_for(&s.key, &r.space_filter).unwrap();
             let p = &r.footer.space_pages[page];
             prop_assert!(p.first_index <= i as u64);
             at += s.count;
@@ -247,6 +253,7 @@ proptest! {
         let _ = decode_archive_footer(&junk, 0, "junk");
         let _ = decode_space_page(&junk, "junk");
         let _ = decode_posting_page(&junk, "junk");
+        let _ = decode_space_filter(&junk, "junk");
         let times = enc.footer.times("arc").unwrap();
         for blk in &enc.footer.blocks {
             let _ = decode_archive_block(&junk, blk, &times, "junk");

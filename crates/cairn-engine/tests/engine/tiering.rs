@@ -210,3 +210,58 @@ async fn sealing_and_reading_archives_ride_out_storage_errors(b: Backend) {
     // And a cold, clean node reads the same.
     assert_eq!(store_read(&fx.engine(config()), "f", 0, None, None).await.unwrap(), store_read(&clean, "twin", 0, None, None).await.unwrap());
 }
+
+/// A cold tag read over sealed history: each archive opens with one exact
+/// GET of its footer (the manifest says where it starts) and one posting
+/// page, never the 122 KiB-per-100 k-streams space filter, which has a
+/// section of its own past 4 KiB; a stream read then fetches it once.
+#[tokio::test]
+async fn a_tag_read_fetches_footers_and_postings_only() {
+    use futures::StreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let counting = cairn_engine::testing::CountingStore::new(memory.clone());
+    let cfg = || EngineConfig { archive_events: 10_000, ..config() };
+    let e = Engine::new(counting.clone(), cfg());
+    e.create_store("w").await.unwrap();
+    // 6,000 streams in one archive: a filter of 7.3 KiB.
+    let wide = |i: u64| NewEvent { stream: format!("order-{i}"), tags: if i % 1000 == 1 { vec![("flag".into(), "rare".into())] } else { vec![] }, ..event(i) };
+    for c in 0..60 {
+        e.append("w", batch((c * 100..c * 100 + 100).map(wide).collect())).await.unwrap();
+    }
+    e.set_tiering("w", Tiering { seal_before: Some(5_900), seal_after_ms: None }).await.unwrap();
+    e.apply_policies("w").await.unwrap();
+    e.shutdown().await;
+    let cold = Engine::new(counting.clone(), cfg());
+    let info = cold.store_info("w").await.unwrap();
+    assert!(info.archives >= 1, "{info:?}");
+    let archives = info.archives as u64;
+    counting.reset();
+    let rare = store_read(&cold, "w", 0, Some(("flag", "rare")), None).await.unwrap();
+    assert_eq!(rare.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..6_000).filter(|i| i % 1000 == 1).collect::<Vec<_>>());
+    let (requests, bytes) = counting.count("get", Some("arc"));
+    assert_eq!(requests, 2 * archives, "a footer and a posting page an archive");
+    // Exactly each archive's footer and trailer, and the value's pages.
+    let mut want = 0;
+    for meta in memory.list(None).collect::<Vec<_>>().await {
+        let meta = meta.unwrap();
+        if !meta.location.as_ref().ends_with(".arc") {
+            continue;
+        }
+        let whole = memory.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        let t = cairn_format::archive::decode_archive_trailer(&whole[whole.len() - 32..], "arc").unwrap();
+        let f = cairn_format::archive::decode_archive_footer(&whole[t.footer_offset as usize..], t.footer_offset, "arc").unwrap();
+        assert!(matches!(f.space_filter, cairn_format::archive::SpaceFilter::At { .. }), "a filter over 6,000 streams has a section");
+        let pages = &f.posting_pages[f.posting_pages_for(&cairn_format::archive::Key::Tag("flag".into()), "rare", None)];
+        want += (whole.len() as u64 - t.footer_offset) + pages.iter().map(|p| u64::from(p.len)).sum::<u64>();
+    }
+    assert_eq!(bytes, want, "footers and posting pages, nothing else");
+    // A stream read needs the filter: fetched once, then kept.
+    counting.reset();
+    assert_eq!(stream_read(&cold, "w", "order-17", None, Direction::Forward, None).await.unwrap().len(), 1);
+    let (first, _) = counting.count("get", Some("arc"));
+    counting.reset();
+    assert_eq!(stream_read(&cold, "w", "order-18", None, Direction::Forward, None).await.unwrap().len(), 1);
+    let (second, _) = counting.count("get", Some("arc"));
+    assert!(second < first, "the filter is kept: {second} GETs, then {first}");
+}
