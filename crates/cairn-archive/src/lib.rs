@@ -114,7 +114,8 @@ impl Archive {
     }
 
     /// Opens the archive at `path` in `store`: a HEAD for its size, then one
-    /// range GET of its tail (two when the footer is larger than 64 KiB).
+    /// range GET of its tail (two when the footer is larger than 64 KiB;
+    /// [`Archive::open_at`] reads exactly the footer).
     pub async fn open(store: Arc<dyn ObjectStore>, path: Path) -> Result<Archive, ArchiveError> {
         let size = store.head(&path).await?.size;
         Archive::open_counted(store, path, size, 1).await

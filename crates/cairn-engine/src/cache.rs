@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cairn_format::block::Event;
 use cairn_format::index::{IndexFooter, StreamRuns};
-use cairn_format::segment::Footer;
+use cairn_format::segment::{CoreFooter, Footer};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
@@ -45,6 +45,9 @@ type C<K, V> = Cache<K, Sized<V>, ByWeight>;
 pub struct Caches {
     observer: Arc<dyn Observer>,
     footers: C<Arc<str>, Footer>,
+    /// Footer cores (blocks and tags) of segments whose whole footer no
+    /// read has needed.
+    cores: C<Arc<str>, CoreFooter>,
     index_footers: C<Arc<str>, IndexFooter>,
     pages: C<(Arc<str>, u64), Vec<StreamRuns>>,
     blocks: C<(Arc<str>, u64), Block>,
@@ -104,7 +107,8 @@ impl Caches {
         let eighth = meta_bytes / 8;
         Caches {
             observer,
-            footers: Cache::with_weighter(1024, (eighth * 5).max(1), ByWeight),
+            footers: Cache::with_weighter(1024, (eighth * 4).max(1), ByWeight),
+            cores: Cache::with_weighter(1024, eighth.max(1), ByWeight),
             index_footers: Cache::with_weighter(256, eighth.max(1), ByWeight),
             pages: Cache::with_weighter(1024, (eighth * 2).max(1), ByWeight),
             blocks: Cache::with_weighter(1024, block_bytes.max(1), ByWeight),
@@ -123,6 +127,18 @@ impl Caches {
     pub fn put_footer(&self, name: Arc<str>, f: Arc<Footer>) {
         let w = footer_weight(&f);
         self.footers.insert(name, Sized(f, w));
+    }
+    /// A whole footer if one is cached, not counted as a look-up (the
+    /// caller looks for the core next).
+    pub fn footer_if_cached(&self, name: &str) -> Option<Arc<Footer>> {
+        self.footers.get(name).map(|s| s.0)
+    }
+    pub fn core(&self, name: &str) -> Option<Arc<CoreFooter>> {
+        self.seen(CacheKind::Footer, self.cores.get(name).map(|s| s.0))
+    }
+    pub fn put_core(&self, name: Arc<str>, c: Arc<CoreFooter>) {
+        let w = (c.blocks.len() * 48 + c.tags.iter().map(|t| t.key.len() + t.value.len() + 48 + t.blocks.len() * 4).sum::<usize>()) as u64;
+        self.cores.insert(name, Sized(c, w));
     }
     pub fn index_footer(&self, name: &str) -> Option<Arc<IndexFooter>> {
         self.seen(CacheKind::IndexFooter, self.index_footers.get(name).map(|s| s.0))
@@ -159,6 +175,6 @@ impl Caches {
     }
     /// Bytes held: (metadata, blocks).
     pub fn weights(&self) -> (u64, u64) {
-        (self.footers.weight() + self.index_footers.weight() + self.pages.weight() + self.archives.weight(), self.blocks.weight())
+        (self.footers.weight() + self.cores.weight() + self.index_footers.weight() + self.pages.weight() + self.archives.weight(), self.blocks.weight())
     }
 }

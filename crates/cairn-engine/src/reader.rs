@@ -234,12 +234,13 @@ pub(crate) async fn first_match(store: &Store, m: &Manifest, from: u64, to: u64,
         }
     }
     for seg in store.segments_between(m, from, to).await? {
-        let f = store.footer(&seg).await?;
+        let f = store.block_index(&seg).await?;
+        let blocks = f.blocks();
         let first = f.block_of(from.saturating_sub(seg.base_seq) as u32).unwrap_or(0);
         let mut wanted: Vec<usize> = Vec::new();
         for q in &c.fail_if_events_match {
             let Some(((k, v), rest)) = q.tags.split_first() else {
-                wanted = (first..f.blocks.len()).collect();
+                wanted = (first..blocks.len()).collect();
                 break;
             };
             let others: Vec<Vec<u32>> = rest
@@ -251,12 +252,12 @@ pub(crate) async fn first_match(store: &Store, m: &Manifest, from: u64, to: u64,
                 })
                 .collect();
             let all = f.tag_blocks(k, v).iter().filter(|b| others.iter().all(|l| l.binary_search(b).is_ok()));
-            wanted.extend(all.map(|b| *b as usize).filter(|b| *b >= first && *b < f.blocks.len()));
+            wanted.extend(all.map(|b| *b as usize).filter(|b| *b >= first && *b < blocks.len()));
         }
         wanted.sort_unstable();
         wanted.dedup();
         for bi in wanted {
-            let b = &f.blocks[bi];
+            let b = &blocks[bi];
             let evs = store.block(&seg.name, b.offset, b.len, b.first_index, false).await?;
             for (index, e) in evs.iter() {
                 let seq = seg.base_seq + u64::from(index);
@@ -390,17 +391,18 @@ impl StoreScan {
     /// Plans the units of the next segment.
     async fn plan_segment(&mut self) -> Result<bool, StorageError> {
         if let Some(a) = self.archives.pop_front() {
-            let seg = SegmentRef { name: a.name.clone(), base_seq: a.first_seq, count: a.end_seq - a.first_seq, bytes: a.bytes, footer_offset: 0, footer_len: 0, min_ts: 0, max_ts: a.max_ts };
+            let seg = SegmentRef { name: a.name.clone(), base_seq: a.first_seq, count: a.end_seq - a.first_seq, bytes: a.bytes, footer_offset: 0, footer_len: 0, min_ts: 0, max_ts: a.max_ts, core_len: 0 };
             self.units.push_back(Unit { seg, blocks: Vec::new(), end_seq: a.end_seq, archive: Some(a) });
             return Ok(true);
         }
         let Some(seg) = self.segments.pop_front() else { return Ok(false) };
-        let f = self.store.footer(&seg).await?;
+        let f = self.store.block_index(&seg).await?;
+        let blocks = f.blocks();
         let max = self.store.shared.config.scan_range_bytes;
         let first_index = self.pos.saturating_sub(seg.base_seq) as u32;
         let start = f.block_of(first_index).unwrap_or(0);
         let wanted: Vec<usize> = match &self.tag {
-            None => (start..f.blocks.len()).collect(),
+            None => (start..blocks.len()).collect(),
             Some((k, v)) => f.tag_blocks(k, v).iter().map(|b| *b as usize).filter(|b| *b >= start).collect(),
         };
         // A unit is bounded by its decoded size: that, times the read-ahead,
@@ -409,7 +411,7 @@ impl StoreScan {
         let mut unit: Option<Unit> = None;
         let mut decoded = 0u64;
         for bi in wanted {
-            let b = &f.blocks[bi];
+            let b = &blocks[bi];
             let adjacent = unit.as_ref().is_some_and(|u| {
                 let (o, l, _) = u.blocks[u.blocks.len() - 1];
                 o + u64::from(l) == b.offset && decoded + u64::from(b.decoded_len) <= max
@@ -434,7 +436,7 @@ impl StoreScan {
         if self.units.is_empty() && self.inflight.is_empty() {
             self.pos = self.pos.max(seg.end_seq());
         }
-        self.budget = self.budget.saturating_sub(f.blocks.len() as u64 * 64);
+        self.budget = self.budget.saturating_sub(blocks.len() as u64 * 64);
         Ok(true)
     }
 

@@ -105,7 +105,7 @@ pub(crate) async fn roll_up(store: &Store, segs: Vec<SegmentRef>) -> Result<Repl
     let inputs: Vec<MergeInput> = footers.iter().map(|(f, b, i)| MergeInput { footer: f, byte_offset: *b, index_offset: *i }).collect();
     let merged = merge_footers(&inputs)?;
     let tail = encode_footer(&merged, byte_offset)?;
-    let footer_len = tail.len() as u32;
+    let (footer_len, core_len) = (tail.len() as u32, cairn_format::segment::core_tail_len(&tail));
     w.put(Bytes::from(tail)).await.map_err(|e| StorageError::Backend(format!("roll-up upload: {e}")))?;
     w.shutdown().await.map_err(|e| StorageError::Backend(format!("roll-up upload: {e}")))?;
     let seg_ref = SegmentRef {
@@ -117,6 +117,7 @@ pub(crate) async fn roll_up(store: &Store, segs: Vec<SegmentRef>) -> Result<Repl
         footer_len,
         min_ts: merged.min_ts,
         max_ts: merged.max_ts,
+        core_len,
     };
     let mut b = IndexBuilder::new();
     b.add_segment(seg_ref, &merged)?;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use cairn_format::block::{decode_block_events, decode_block_stream, Event};
 use cairn_format::index::{decode_index_footer, decode_page, IndexFooter, PageMeta, SegmentRef, StreamRuns};
 use cairn_format::manifest::{Boundary, IndexRef, Manifest, Root};
-use cairn_format::segment::{decode_footer, Footer};
+use cairn_format::segment::{decode_core, decode_footer, BlockMeta, CoreFooter, Footer};
 use object_store::path::Path;
 use tokio::sync::{mpsc, watch};
 
@@ -240,6 +240,36 @@ impl Store {
         Ok(f)
     }
 
+    /// What scans and tag reads need of a segment, its blocks and tag
+    /// index: the whole footer when it is cached or the segment has no core
+    /// of its own (version 1), else the core alone, one range GET of the
+    /// footer's last `core_len` bytes (a 1,000-event segment's core is a
+    /// few hundred bytes of its ~19 KiB footer).
+    pub async fn block_index(&self, seg: &SegmentRef) -> Result<BlockIndex, StorageError> {
+        if let Some(f) = self.shared.caches.footer_if_cached(&seg.name) {
+            return Ok(BlockIndex::Full(f));
+        }
+        if seg.core_len == 0 {
+            return self.footer(seg).await.map(BlockIndex::Full);
+        }
+        if let Some(c) = self.shared.caches.core(&seg.name) {
+            return Ok(BlockIndex::Core(c));
+        }
+        let path = self.paths.object(&seg.name);
+        let end = seg.footer_offset + u64::from(seg.footer_len);
+        let start = end.checked_sub(u64::from(seg.core_len)).filter(|s| *s >= seg.footer_offset);
+        let Some(start) = start else {
+            return Err(StorageError::Corrupt(format!("{path}: the manifest's core length exceeds its footer")));
+        };
+        let tail = self.shared.objects.get_range(&path, start..end).await?;
+        let c = Arc::new(decode_core(&tail, Some(seg.footer_offset), path.as_ref())?);
+        if u64::from(c.event_count) != seg.count {
+            return Err(StorageError::Corrupt(format!("{path}: holds {} events, manifest says {}", c.event_count, seg.count)));
+        }
+        self.shared.caches.put_core(seg.name.as_str().into(), c.clone());
+        Ok(BlockIndex::Core(c))
+    }
+
     pub async fn index_footer(&self, idx: &IndexRef) -> Result<Arc<IndexFooter>, StorageError> {
         if let Some(f) = self.shared.caches.index_footer(&idx.name) {
             return Ok(f);
@@ -442,4 +472,33 @@ pub(crate) async fn newest_boundary(objects: &Objects, paths: &StorePaths) -> Re
 
 pub(crate) fn json(v: &impl serde::Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A segment's blocks and tag index: from its whole footer or its core.
+pub enum BlockIndex {
+    Full(Arc<Footer>),
+    Core(Arc<CoreFooter>),
+}
+
+impl BlockIndex {
+    pub fn blocks(&self) -> &[BlockMeta] {
+        match self {
+            BlockIndex::Full(f) => &f.blocks,
+            BlockIndex::Core(c) => &c.blocks,
+        }
+    }
+
+    pub fn block_of(&self, index: u32) -> Option<usize> {
+        match self {
+            BlockIndex::Full(f) => f.block_of(index),
+            BlockIndex::Core(c) => c.block_of(index),
+        }
+    }
+
+    pub fn tag_blocks(&self, key: &str, value: &str) -> &[u32] {
+        match self {
+            BlockIndex::Full(f) => f.tag_blocks(key, value),
+            BlockIndex::Core(c) => c.tag_blocks(key, value),
+        }
+    }
 }

@@ -890,6 +890,7 @@ impl Writer {
             footer_len: up.seg.footer_len,
             min_ts: f.min_ts,
             max_ts: f.max_ts,
+            core_len: up.seg.core_len,
         });
         next.next_seq += n;
         next.last_ts = next.last_ts.max(f.max_ts);

@@ -20,7 +20,8 @@ use crate::Error;
 
 pub const INDEX_MAGIC: &[u8; 8] = b"CAIRNIDX";
 /// Index format version. Persisted.
-pub const INDEX_VERSION: u32 = 1;
+/// Version 2 adds `core_len` to the segment table; version 1 still decodes.
+pub const INDEX_VERSION: u32 = 2;
 /// A page is closed past this many encoded bytes.
 const PAGE_TARGET: usize = 64 << 10;
 
@@ -35,6 +36,46 @@ pub struct SegmentRef {
     pub footer_len: u32,
     pub min_ts: i64,
     pub max_ts: i64,
+    /// The last this-many bytes hold the footer's core (blocks and tags,
+    /// FORMAT.md): what scans and tag reads fetch. 0 for a version 1
+    /// segment, or one recorded before it was: they fetch the whole footer.
+    #[serde(default)]
+    pub core_len: u32,
+}
+
+/// A segment reference as version 1 index objects hold it.
+#[derive(Deserialize)]
+struct SegmentRefV1 {
+    name: String,
+    base_seq: u64,
+    count: u64,
+    bytes: u64,
+    footer_offset: u64,
+    footer_len: u32,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+/// A version 1 index footer.
+#[derive(Deserialize)]
+struct IndexFooterV1 {
+    first_seq: u64,
+    end_seq: u64,
+    segments: Vec<SegmentRefV1>,
+    pages: Vec<PageMeta>,
+    stream_filter: Bloom,
+    stream_count: u64,
+}
+
+impl From<IndexFooterV1> for IndexFooter {
+    fn from(f: IndexFooterV1) -> Self {
+        let segments = f
+            .segments
+            .into_iter()
+            .map(|s| SegmentRef { name: s.name, base_seq: s.base_seq, count: s.count, bytes: s.bytes, footer_offset: s.footer_offset, footer_len: s.footer_len, min_ts: s.min_ts, max_ts: s.max_ts, core_len: 0 })
+            .collect();
+        IndexFooter { first_seq: f.first_seq, end_seq: f.end_seq, segments, pages: f.pages, stream_filter: f.stream_filter, stream_count: f.stream_count }
+    }
 }
 
 impl SegmentRef {
@@ -312,7 +353,11 @@ fn encode_index(first_seq: u64, end_seq: u64, segments: Vec<SegmentRef>, streams
 /// Decodes an index footer from `tail` (footer + trailer).
 pub fn decode_index_footer(tail: &[u8], footer_offset: Option<u64>, object: &str) -> Result<IndexFooter, Error> {
     let (t, body) = split_tail(tail, INDEX_MAGIC, INDEX_VERSION, footer_offset, object)?;
-    let footer: IndexFooter = postcard::from_bytes(body).map_err(|e| Error::Corrupt(format!("{object}: index footer: {e}")))?;
+    let bad = |e: postcard::Error| Error::Corrupt(format!("{object}: index footer: {e}"));
+    let footer: IndexFooter = match t.version {
+        1 => postcard::from_bytes::<IndexFooterV1>(body).map_err(bad)?.into(),
+        _ => postcard::from_bytes(body).map_err(bad)?,
+    };
     footer.validate(object)?;
     if footer.pages.last().map_or(0, |p| p.offset + u64::from(p.len)) != t.footer_offset {
         return Err(Error::Corrupt(format!("{object}: index footer disagrees with trailer")));

@@ -18,8 +18,10 @@ use crate::codec::{le_u32, le_u64};
 use crate::Error;
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNSEG";
-/// Segment format version. Persisted: bump on any change of layout.
-pub const SEGMENT_VERSION: u32 = 1;
+/// Segment format version. Persisted: bump on any change of layout. Version
+/// 2 splits the footer so that its block and tag index (the *core*) can be
+/// fetched alone; version 1 segments still decode.
+pub const SEGMENT_VERSION: u32 = 2;
 pub const TRAILER_LEN: usize = 32;
 /// A footer larger than this is corruption (a roll-up of 256 MB of tiny events
 /// stays far below).
@@ -87,7 +89,94 @@ pub struct Footer {
     pub id_filters: Vec<IdFilter>,
 }
 
+/// The part of a version 2 footer that scans and tag reads need: the blocks
+/// and the tag index, fetched without the stream directory and filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreFooter {
+    pub event_count: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub blocks: Vec<BlockMeta>,
+    /// Sorted by (key, value).
+    pub tags: Vec<TagEntry>,
+}
+
+/// A footer's core as written: borrowed from the whole footer.
+#[derive(Serialize)]
+struct CoreRef<'a> {
+    event_count: u32,
+    min_ts: i64,
+    max_ts: i64,
+    blocks: &'a [BlockMeta],
+    tags: &'a [TagEntry],
+}
+
+/// The rest of a version 2 footer: what stream reads, heads and id look-ups need.
+#[derive(Serialize, Deserialize)]
+struct Aux<S, F, I> {
+    streams: S,
+    stream_filter: F,
+    id_filters: I,
+}
+
+fn block_of(blocks: &[BlockMeta], index: u32) -> Option<usize> {
+    let i = blocks.partition_point(|b| b.first_index <= index);
+    (i > 0 && index < blocks[i - 1].first_index + blocks[i - 1].count).then(|| i - 1)
+}
+
+fn tag_blocks<'a>(tags: &'a [TagEntry], key: &str, value: &str) -> &'a [u32] {
+    match tags.binary_search_by(|t| (t.key.as_str(), t.value.as_str()).cmp(&(key, value))) {
+        Ok(i) => &tags[i].blocks,
+        Err(_) => &[],
+    }
+}
+
+fn data_len(blocks: &[BlockMeta]) -> u64 {
+    blocks.last().map_or(0, |b| b.offset + u64::from(b.len))
+}
+
+/// Checks blocks contiguous from 0 adding up to `event_count`, and tag
+/// entries in range.
+fn validate_core(event_count: u32, blocks: &[BlockMeta], tags: &[TagEntry], object: &str) -> Result<(), Error> {
+    let bad = |why: String| Err(Error::Corrupt(format!("{object}: footer: {why}")));
+    let mut offset = 0u64;
+    let mut index = 0u32;
+    for (i, b) in blocks.iter().enumerate() {
+        if b.offset != offset || b.first_index != index || b.count == 0 {
+            return bad(format!("block {i} out of place"));
+        }
+        let (Some(o), Some(x)) = (offset.checked_add(u64::from(b.len)), index.checked_add(b.count)) else {
+            return bad("overflow".into());
+        };
+        (offset, index) = (o, x);
+    }
+    if index != event_count {
+        return bad(format!("blocks hold {index} events, footer says {event_count}"));
+    }
+    let n = blocks.len() as u32;
+    if tags.iter().any(|t| t.blocks.iter().any(|b| *b >= n)) {
+        return bad("tag entry out of range".into());
+    }
+    Ok(())
+}
+
+impl CoreFooter {
+    pub fn tag_blocks(&self, key: &str, value: &str) -> &[u32] {
+        tag_blocks(&self.tags, key, value)
+    }
+
+    /// The block holding event `index`.
+    pub fn block_of(&self, index: u32) -> Option<usize> {
+        block_of(&self.blocks, index)
+    }
+}
+
 impl Footer {
+    /// The footer's core (blocks and tags), copied.
+    pub fn core(&self) -> CoreFooter {
+        CoreFooter { event_count: self.event_count, min_ts: self.min_ts, max_ts: self.max_ts, blocks: self.blocks.clone(), tags: self.tags.clone() }
+    }
+
     pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
         self.stream_hashed(name, BloomHash::of(name.as_bytes()))
     }
@@ -105,10 +194,7 @@ impl Footer {
     }
 
     pub fn tag_blocks(&self, key: &str, value: &str) -> &[u32] {
-        match self.tags.binary_search_by(|t| (t.key.as_str(), t.value.as_str()).cmp(&(key, value))) {
-            Ok(i) => &self.tags[i].blocks,
-            Err(_) => &[],
-        }
+        tag_blocks(&self.tags, key, value)
     }
 
     /// The index ranges whose id filter may hold `h`.
@@ -121,31 +207,17 @@ impl Footer {
 
     /// The block holding event `index`.
     pub fn block_of(&self, index: u32) -> Option<usize> {
-        let i = self.blocks.partition_point(|b| b.first_index <= index);
-        (i > 0 && index < self.blocks[i - 1].first_index + self.blocks[i - 1].count).then(|| i - 1)
+        block_of(&self.blocks, index)
     }
 
     /// The bytes of the block region (everything before the footer).
     pub fn data_len(&self) -> u64 {
-        self.blocks.last().map_or(0, |b| b.offset + u64::from(b.len))
+        data_len(&self.blocks)
     }
 
     fn validate(&self, object: &str) -> Result<(), Error> {
         let bad = |why: String| Err(Error::Corrupt(format!("{object}: footer: {why}")));
-        let mut offset = 0u64;
-        let mut index = 0u32;
-        for (i, b) in self.blocks.iter().enumerate() {
-            if b.offset != offset || b.first_index != index || b.count == 0 {
-                return bad(format!("block {i} out of place"));
-            }
-            let (Some(o), Some(x)) = (offset.checked_add(u64::from(b.len)), index.checked_add(b.count)) else {
-                return bad("overflow".into());
-            };
-            (offset, index) = (o, x);
-        }
-        if index != self.event_count {
-            return bad(format!("blocks hold {index} events, footer says {}", self.event_count));
-        }
+        validate_core(self.event_count, &self.blocks, &self.tags, object)?;
         let n = self.blocks.len() as u32;
         for w in self.streams.windows(2) {
             if w[0].name >= w[1].name {
@@ -159,9 +231,6 @@ impl Footer {
             if s.first_revision.checked_add(u64::from(s.count)).is_none() {
                 return bad("revision overflow".into());
             }
-        }
-        if self.tags.iter().any(|t| t.blocks.iter().any(|b| *b >= n)) {
-            return bad("tag entry out of range".into());
         }
         Ok(())
     }
@@ -189,6 +258,9 @@ pub struct EncodedSegment {
     pub footer_offset: u64,
     /// Footer plus trailer.
     pub footer_len: u32,
+    /// The core (blocks and tags), its CRC and length, and the trailer: the
+    /// last this-many bytes.
+    pub core_len: u32,
     pub footer: Footer,
 }
 
@@ -283,15 +355,36 @@ pub fn encode_segment(events: &[Event], opts: &EncodeOptions) -> Result<EncodedS
     };
     let footer_offset = bytes.len() as u64;
     let tail = encode_footer(&footer, footer_offset)?;
-    let footer_len = tail.len() as u32;
+    let (footer_len, core_len) = (tail.len() as u32, core_tail_len(&tail));
     bytes.extend_from_slice(&tail);
-    Ok(EncodedSegment { bytes, footer_offset, footer_len, footer })
+    Ok(EncodedSegment { bytes, footer_offset, footer_len, core_len, footer })
 }
 
-/// Footer and trailer bytes for a footer placed at `footer_offset`.
+/// Bytes after the core in a version 2 footer: its CRC32C and its length.
+const CORE_END: usize = 8;
+
+/// Footer and trailer bytes for a footer placed at `footer_offset`:
+/// `aux core core_crc core_len` then the trailer. The last
+/// [`core_tail_len`] bytes hold the core alone.
 pub fn encode_footer(footer: &Footer, footer_offset: u64) -> Result<Vec<u8>, Error> {
-    let body = postcard::to_stdvec(footer).map_err(|e| Error::Invalid(format!("footer: {e}")))?;
+    let bad = |e: postcard::Error| Error::Invalid(format!("footer: {e}"));
+    let aux = Aux { streams: &footer.streams, stream_filter: &footer.stream_filter, id_filters: &footer.id_filters };
+    let mut body = postcard::to_stdvec(&aux).map_err(bad)?;
+    let core = CoreRef { event_count: footer.event_count, min_ts: footer.min_ts, max_ts: footer.max_ts, blocks: &footer.blocks, tags: &footer.tags };
+    let core = postcard::to_stdvec(&core).map_err(bad)?;
+    body.extend_from_slice(&core);
+    body.extend_from_slice(&crc32c::crc32c(&core).to_le_bytes());
+    body.extend_from_slice(&(core.len() as u32).to_le_bytes());
     encode_tail(body, SEGMENT_MAGIC, SEGMENT_VERSION, footer.event_count, footer_offset)
+}
+
+/// How many bytes at the end of an encoded footer (`encode_footer`'s
+/// output) hold the core, its CRC and length, and the trailer: what a
+/// reader of the core alone fetches.
+pub fn core_tail_len(tail: &[u8]) -> u32 {
+    let at = tail.len().saturating_sub(TRAILER_LEN + 4);
+    let core = tail.get(at..at + 4).map_or(0, |b| le_u32(b, 0));
+    core.saturating_add((CORE_END + TRAILER_LEN) as u32)
 }
 
 /// Appends the 32-byte trailer to a footer body (segments and index objects).
@@ -378,10 +471,58 @@ pub(crate) fn split_tail<'a>(
     Ok((t, body))
 }
 
-/// Decodes and checks a segment footer from `tail` (footer + trailer).
+/// Splits a version 2 footer body into (aux, core), checking the core's CRC.
+fn split_core<'a>(body: &'a [u8], object: &str) -> Result<(&'a [u8], &'a [u8]), Error> {
+    let bad = |why: &str| Error::Corrupt(format!("{object}: footer: {why}"));
+    let n = body.len().checked_sub(CORE_END).ok_or_else(|| bad("too short for a core"))?;
+    let (crc, len) = (le_u32(body, n), le_u32(body, n + 4) as usize);
+    let start = n.checked_sub(len).ok_or_else(|| bad("core length out of range"))?;
+    let core = &body[start..n];
+    if crc32c::crc32c(core) != crc {
+        return Err(bad("core checksum mismatch"));
+    }
+    Ok((&body[..start], core))
+}
+
+/// Decodes and checks a footer's core from the last bytes of a version 2
+/// segment (`core_tail_len` of them: core, CRC, length, trailer), which
+/// belongs to a segment whose footer starts at `footer_offset` when known.
+pub fn decode_core(tail: &[u8], footer_offset: Option<u64>, object: &str) -> Result<CoreFooter, Error> {
+    let bad = |why: String| Error::Corrupt(format!("{object}: footer core: {why}"));
+    let n = tail.len().checked_sub(TRAILER_LEN).ok_or_else(|| bad(format!("truncated ({} bytes)", tail.len())))?;
+    let t = decode_trailer(&tail[n..], object)?;
+    if t.version < 2 {
+        return Err(bad("a version 1 segment has no core of its own".into()));
+    }
+    if footer_offset.is_some_and(|o| o != t.footer_offset) {
+        return Err(bad("footer offset does not match the reference to it".into()));
+    }
+    let (_, core) = split_core(&tail[..n], object)?;
+    if core.len() + CORE_END != n || n > t.footer_len as usize {
+        return Err(bad(format!("{} bytes read, the core says {}", tail.len(), core.len() + CORE_END + TRAILER_LEN)));
+    }
+    let c: CoreFooter = postcard::from_bytes(core).map_err(|e| bad(e.to_string()))?;
+    validate_core(c.event_count, &c.blocks, &c.tags, object)?;
+    if c.event_count != t.event_count || data_len(&c.blocks) != t.footer_offset {
+        return Err(bad("disagrees with the trailer".into()));
+    }
+    Ok(c)
+}
+
+/// Decodes and checks a segment footer from `tail` (footer + trailer), of
+/// version 1 or 2.
 pub fn decode_footer(tail: &[u8], footer_offset: Option<u64>, object: &str) -> Result<Footer, Error> {
     let (t, body) = split_tail(tail, SEGMENT_MAGIC, SEGMENT_VERSION, footer_offset, object)?;
-    let footer: Footer = postcard::from_bytes(body).map_err(|e| Error::Corrupt(format!("{object}: footer: {e}")))?;
+    let bad = |e: postcard::Error| Error::Corrupt(format!("{object}: footer: {e}"));
+    let footer: Footer = match t.version {
+        1 => postcard::from_bytes(body).map_err(bad)?,
+        _ => {
+            let (aux, core) = split_core(body, object)?;
+            let aux: Aux<Vec<StreamEntry>, Bloom, Vec<IdFilter>> = postcard::from_bytes(aux).map_err(bad)?;
+            let c: CoreFooter = postcard::from_bytes(core).map_err(bad)?;
+            Footer { event_count: c.event_count, min_ts: c.min_ts, max_ts: c.max_ts, blocks: c.blocks, streams: aux.streams, tags: c.tags, stream_filter: aux.stream_filter, id_filters: aux.id_filters }
+        }
+    };
     footer.validate(object)?;
     if footer.event_count != t.event_count || footer.data_len() != t.footer_offset {
         return Err(Error::Corrupt(format!("{object}: footer disagrees with trailer")));

@@ -66,6 +66,12 @@ proptest! {
         let footer = decode_footer(tail, Some(seg.footer_offset), "seg").unwrap();
         prop_assert_eq!(&footer, &seg.footer);
         prop_assert_eq!(read_all(&seg.bytes, &footer).unwrap(), events.clone());
+        // The core alone: the last core_len bytes, equal to the whole footer's.
+        let core_tail = &seg.bytes[seg.bytes.len() - seg.core_len as usize..];
+        prop_assert!(seg.core_len < seg.footer_len);
+        prop_assert_eq!(cairn_format::segment::decode_core(core_tail, Some(seg.footer_offset), "seg").unwrap(), footer.core());
+        prop_assert!(cairn_format::segment::decode_core(&core_tail[1..], Some(seg.footer_offset), "seg").is_err());
+        prop_assert!(cairn_format::segment::decode_core(core_tail, Some(seg.footer_offset + 1), "seg").is_err());
         for e in &events {
             let s = footer.stream(&e.stream).unwrap();
             prop_assert!(s.first_revision <= e.revision && e.revision <= s.last_revision());
@@ -102,6 +108,11 @@ proptest! {
         let p = pos.index(bytes.len());
         bytes[p] ^= 1 << bit;
         let tail = &bytes[seg.footer_offset as usize..];
+        let core = &bytes[bytes.len() - seg.core_len as usize..];
+        if let Ok(c) = cairn_format::segment::decode_core(core, Some(seg.footer_offset), "seg") {
+            // The flip missed the core, or hit a block.
+            prop_assert_eq!(c, seg.footer.core());
+        }
         match decode_footer(tail, Some(seg.footer_offset), "seg") {
             Err(e) => prop_assert!(e.to_string().contains("seg")),
             Ok(footer) => {
@@ -119,6 +130,7 @@ proptest! {
         prop_assert!(decode_footer(&tail[c..], None, "seg").is_err() || c == 0);
         prop_assert!(decode_footer(&tail[..c], None, "seg").is_err());
         let _ = decode_footer(&junk, None, "junk");
+        let _ = cairn_format::segment::decode_core(&junk, None, "junk");
         let _ = decode_block(&junk, 0, "junk");
         let _ = decode_index_footer(&junk, None, "junk");
         let _ = decode_page(&junk, "junk");
@@ -164,7 +176,7 @@ proptest! {
         for (i, c) in events.chunks(chunk).enumerate() {
             let s = encode_segment(c, &EncodeOptions::default()).unwrap();
             let r = SegmentRef { name: format!("s{i}"), base_seq: base, count: c.len() as u64, bytes: s.bytes.len() as u64,
-                footer_offset: s.footer_offset, footer_len: s.footer_len, min_ts: 0, max_ts: 0 };
+                footer_offset: s.footer_offset, footer_len: s.footer_len, min_ts: 0, max_ts: 0, core_len: s.core_len };
             base += c.len() as u64;
             segs.push((r, s.footer));
         }
@@ -205,10 +217,44 @@ proptest! {
         let mut m = Manifest::genesis("inc", "c1".into());
         m.version = n;
         m.next_seq = next;
-        m.segments.push(SegmentRef { name: "a".into(), base_seq: 0, count: next, bytes: 10, footer_offset: 5, footer_len: 5, min_ts: 0, max_ts: 0 });
+        m.segments.push(SegmentRef { name: "a".into(), base_seq: 0, count: next, bytes: 10, footer_offset: 5, footer_len: 5, min_ts: 0, max_ts: 0, core_len: 0 });
         let b = m.encode().unwrap();
         prop_assert_eq!(Manifest::decode(&b, "m").unwrap(), m.clone());
         m.next_seq += 1;
         prop_assert!(m.encode().is_err());
     }
+}
+
+/// A segment and an index object written by the first format version (one
+/// footer in one piece; a segment table without core lengths), committed
+/// as written: they still decode, and read as a version 1 segment does.
+#[test]
+fn version_1_segments_and_index_objects_still_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let seg = std::fs::read(dir.join("v1.seg")).unwrap();
+    // Written from 60 events: event i in customer-(i mod 6), revision i / 6,
+    // an id unless i mod 4 is 0, tag customer=c(i mod 6) when i mod 5 is 0, data {"n":i}.
+    let (footer_offset, footer_len) = (1396u64, 515usize);
+    let footer = decode_footer(&seg[footer_offset as usize..], Some(footer_offset), "v1.seg").unwrap();
+    assert_eq!(seg.len(), footer_offset as usize + footer_len);
+    let events = read_all(&seg, &footer).unwrap();
+    assert_eq!(events.len(), 60);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!((&*e.stream, e.revision, e.data.as_ref()), (format!("customer-{}", i % 6).as_str(), i as u64 / 6, format!("{{\"n\":{i}}}").as_bytes()));
+        assert_eq!(e.id.is_some(), i % 4 != 0);
+    }
+    assert_eq!(footer.stream("customer-3").unwrap().last_revision(), 9);
+    assert!(!footer.tag_blocks("customer", "c0").is_empty());
+    assert!(cairn_format::segment::decode_core(&seg[seg.len() - 100..], Some(footer_offset), "v1.seg").is_err(), "a version 1 segment has no core");
+
+    let idx = std::fs::read(dir.join("v1.idx")).unwrap();
+    let t = cairn_format::segment::decode_trailer(&idx[idx.len() - 32..], "v1.idx");
+    assert!(t.is_err(), "an index trailer is not a segment's");
+    let off = u64::from_le_bytes(idx[idx.len() - 8..].try_into().unwrap());
+    let f = decode_index_footer(&idx[off as usize..], Some(off), "v1.idx").unwrap();
+    assert_eq!((f.first_seq, f.end_seq, f.segments.len()), (100, 160, 1));
+    assert_eq!(f.segments[0].core_len, 0, "a version 1 segment table has no core lengths");
+    assert_eq!((f.segments[0].footer_offset, f.segments[0].footer_len), (footer_offset, footer_len as u32));
+    let page = decode_page(&idx[f.pages[0].offset as usize..(f.pages[0].offset + u64::from(f.pages[0].len)) as usize], "v1.idx").unwrap();
+    assert_eq!(page.iter().map(|s| (s.name.as_str(), s.last_revision)).collect::<Vec<_>>(), (0..6).map(|c| (format!("customer-{c}"), 9)).collect::<Vec<_>>().iter().map(|(n, r)| (n.as_str(), *r)).collect::<Vec<_>>());
 }

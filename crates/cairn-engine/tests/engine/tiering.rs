@@ -265,3 +265,42 @@ async fn a_tag_read_fetches_footers_and_postings_only() {
     let (second, _) = counting.count("get", Some("arc"));
     assert!(second < first, "the filter is kept: {second} GETs, then {first}");
 }
+
+/// A cold scan of recent segments fetches each one's footer core (blocks
+/// and tags, the last `core_len` bytes), not its stream directory and
+/// filters: a tag read that matches nothing fetches the cores and nothing else.
+#[tokio::test]
+async fn a_tag_read_over_segments_fetches_their_cores_only() {
+    use futures::StreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let counting = cairn_engine::testing::CountingStore::new(memory.clone());
+    let cfg = || EngineConfig { max_recent_segments: 1_000, ..test_config() };
+    let e = Engine::new(counting.clone(), cfg());
+    e.create_store("c").await.unwrap();
+    let wide = |i: u64| NewEvent { stream: format!("order-{i}"), ..event(i) };
+    for c in 0..20 {
+        e.append("c", batch((c * 200..c * 200 + 200).map(wide).collect())).await.unwrap();
+    }
+    e.shutdown().await;
+    let (mut cores, mut footers) = (0u64, 0u64);
+    for meta in memory.list(None).collect::<Vec<_>>().await {
+        let meta = meta.unwrap();
+        if meta.location.as_ref().ends_with(".seg") {
+            let whole = memory.get(&meta.location).await.unwrap().bytes().await.unwrap();
+            cores += u64::from(cairn_format::segment::core_tail_len(&whole));
+            let t = cairn_format::segment::decode_trailer(&whole[whole.len() - 32..], "seg").unwrap();
+            footers += t.tail_len();
+        }
+    }
+    let cold = Engine::new(counting.clone(), cfg());
+    counting.reset();
+    assert!(store_read(&cold, "c", 0, Some(("flag", "absent")), None).await.unwrap().is_empty());
+    let (requests, bytes) = counting.count("get", Some("seg"));
+    assert_eq!((requests, bytes), (20, cores), "one GET of each core");
+    assert!(cores * 4 < footers, "cores {cores} bytes of footers' {footers}");
+    // Stream reads still have the whole footer; the rest of the store reads as before.
+    assert_eq!(stream_read(&cold, "c", "order-17", None, Direction::Forward, None).await.unwrap().len(), 1);
+    assert_eq!(store_read(&cold, "c", 0, None, None).await.unwrap().len(), 4_000);
+    assert_eq!(store_read(&cold, "c", 0, Some(("k", "1")), None).await.unwrap().len(), (0..4_000).filter(|i| i % 3 == 1).count());
+}
