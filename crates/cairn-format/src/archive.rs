@@ -717,7 +717,10 @@ impl ArchiveBuilder {
             value_filter,
             time_table: times.encode(),
         };
-        let body = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("archive footer: {e}")))?;
+        // Framed with the meta codec: its block table, time table and page
+        // keys compress several times over, and every reader fetches it.
+        let raw = postcard::to_stdvec(&footer).map_err(|e| Error::Invalid(format!("archive footer: {e}")))?;
+        let body = frame(&raw, opts.meta_codec, opts.zstd_level)?;
         let offset = out.len() as u64;
         out.extend_from_slice(&encode_tail(body, ARCHIVE_MAGIC, ARCHIVE_VERSION, events.len() as u32, offset)?);
         Ok(EncodedArchive { bytes: out, footer, footer_offset: offset, data_bytes, index_bytes, index_entries, inlined, columns })
@@ -1135,7 +1138,7 @@ pub fn decode_archive_footer(tail: &[u8], footer_offset: u64, object: &str) -> R
     let bad = |e: postcard::Error| Error::Corrupt(format!("{object}: archive footer: {e}"));
     let footer: ArchiveFooter = match t.version {
         1 => postcard::from_bytes::<ArchiveFooterV1>(body).map_err(bad)?.into(),
-        _ => postcard::from_bytes(body).map_err(bad)?,
+        _ => postcard::from_bytes(&unframe(body, object, "archive footer")?).map_err(bad)?,
     };
     footer.validate(t.footer_offset, object)?;
     footer.times(object)?;
