@@ -129,16 +129,31 @@ impl Objects {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = object_store::Result<T>>,
     {
+        self.retrying_checked(op, path, f, None::<fn() -> std::future::Ready<Option<StorageError>>>).await
+    }
+
+    /// [`Self::retrying`], asking `check` once, at the first transient
+    /// failure, whether the failure is final after all (it answers the
+    /// error to stop with).
+    async fn retrying_checked<T, F, Fut, C, CFut>(&self, op: ObjectOp, path: &Path, f: F, check: Option<C>) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+        C: FnOnce() -> CFut,
+        CFut: std::future::Future<Output = Option<StorageError>>,
+    {
         let start = std::time::Instant::now();
-        let r = self.retrying_inner(op.as_str(), path, f).await;
+        let r = self.retrying_inner(op.as_str(), path, f, check).await;
         self.observer.object_op(op, outcome(&r), start.elapsed());
         r
     }
 
-    async fn retrying_inner<T, F, Fut>(&self, what: &str, path: &Path, mut f: F) -> Result<T, StorageError>
+    async fn retrying_inner<T, F, Fut, C, CFut>(&self, what: &str, path: &Path, mut f: F, mut check: Option<C>) -> Result<T, StorageError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = object_store::Result<T>>,
+        C: FnOnce() -> CFut,
+        CFut: std::future::Future<Output = Option<StorageError>>,
     {
         let start = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(5);
@@ -147,6 +162,12 @@ impl Objects {
                 Ok(v) => return Ok(v),
                 Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NotFound(path.to_string())),
                 Err(e) if transient(&e) && start.elapsed() < self.retry => {
+                    if let Some(final_error) = match check.take() {
+                        Some(c) => c().await,
+                        None => None,
+                    } {
+                        return Err(final_error);
+                    }
                     tracing::debug!(%path, error = %e, "{what} failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(500));
@@ -171,7 +192,15 @@ impl Objects {
 
     pub async fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Bytes, StorageError> {
         let want = range.end - range.start;
-        let b = self.retrying(ObjectOp::GetRange, path, || self.inner.get_range(path, range.clone())).await?;
+        // A range that starts past the object's end fails on every backend
+        // (a local error, or HTTP 416) and would fail on every retry: the
+        // object is shorter than whoever recorded the range says, which is
+        // corruption, not an outage.
+        let cut_short = || async {
+            let size = self.inner.head(path).await.ok()?.size;
+            (size < range.end).then(|| StorageError::Corrupt(format!("{path}: the object is {size} bytes, a read wanted bytes {}..{}: it was cut short", range.start, range.end)))
+        };
+        let b = self.retrying_checked(ObjectOp::GetRange, path, || self.inner.get_range(path, range.clone()), Some(cut_short)).await?;
         if b.len() as u64 != want {
             return Err(StorageError::Corrupt(format!("{path}: range read returned {} bytes, wanted {want}", b.len())));
         }
@@ -225,5 +254,35 @@ impl Objects {
             self.delete(&o.location).await?;
         }
         Ok(objs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::local::LocalFileSystem;
+    use object_store::memory::InMemory;
+
+    /// A range past an object's end is corruption, answered at once on
+    /// every kind of store rather than retried as an outage.
+    #[tokio::test]
+    async fn a_range_past_the_end_of_an_object_is_corrupt_and_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores: [Arc<dyn ObjectStore>; 2] = [Arc::new(InMemory::new()), Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap())];
+        for store in stores {
+            let objects = Objects::new(store, Duration::from_secs(30), Arc::new(crate::observe::Nothing));
+            let path = Path::from("s/seg");
+            objects.put(&path, Bytes::from_static(b"0123456789")).await.unwrap();
+            assert_eq!(objects.get_range(&path, 2..6).await.unwrap(), Bytes::from_static(b"2345"));
+            let started = std::time::Instant::now();
+            for range in [20..30, 8..16] {
+                match objects.get_range(&path, range.clone()).await {
+                    Err(StorageError::Corrupt(m)) => assert!(m.contains("cut short") || m.contains("wanted"), "{range:?}: {m}"),
+                    other => panic!("{range:?}: {other:?}"),
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "not retried: {:?}", started.elapsed());
+            assert!(matches!(objects.get_range(&Path::from("s/none"), 0..4).await, Err(StorageError::NotFound(_))));
+        }
     }
 }

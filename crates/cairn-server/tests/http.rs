@@ -590,7 +590,7 @@ async fn a_truncated_segment_fails_its_reads_clearly_and_nothing_else() {
     assert_eq!(code(&v), "data_corrupt", "{v}");
     assert!(started.elapsed() < Duration::from_secs(5), "answered without retrying for long: {:?}", started.elapsed());
     let r = get("/v1/stores/s/events?from=0").await.unwrap();
-    assert_eq!(r.status(), 500);
+    assert_eq!(r.status(), 500, "a segment whose core is past its end is corrupt too");
     assert_eq!(code(&r.json::<Value>().await.unwrap()), "data_corrupt");
     // The rest of the store, the store's info and writes are fine.
     let r = get("/v1/stores/s/events?from=2").await.unwrap();
