@@ -322,7 +322,10 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
     };
     // Requests in the last commit: the linger is for writers that come
     // together (closed-loop clients whose answers went out at once come
-    // back at once); a lone writer is not made to wait for company.
+    // back at once); a lone writer is not made to wait for company, and
+    // the linger ends as soon as as many have come as last time (they are
+    // most likely all there is, and the timer's millisecond would be
+    // spent waiting for nobody).
     let mut last_batch = 0;
     loop {
         if let Some(msg) = w.control.pop_front() {
@@ -351,6 +354,7 @@ pub(crate) async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriterMsg>, cl
             let msg = match rx.try_recv() {
                 Ok(m) => Some(m),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if reqs.len() >= last_batch => None,
                 Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(linger_until, rx.recv()).await.ok().flatten(),
             };
             let (batch, reply, checked_to) = match msg {
