@@ -94,6 +94,11 @@ struct PeersArgs {
     /// results.json, peers.png), not into --doc and --plot.
     #[arg(long)]
     no_doc: bool,
+    /// Do not seal Cairn's history into archives for a second round of
+    /// reads (by default the catch-up and one-stream reads run once on the
+    /// store as loaded and once after `PUT tiering` sealed it).
+    #[arg(long)]
+    no_seal: bool,
     /// Keep each system's data in the work directory after its run (by
     /// default it is deleted before the next system starts).
     #[arg(long)]
@@ -109,6 +114,11 @@ struct Results {
     latency_1: Option<AppendRun>,
     catch_up: Option<Duration>,
     streams: Option<Latencies>,
+    /// How long moving the history into archives took (Cairn), and the
+    /// same reads after it.
+    sealed: Option<Duration>,
+    catch_up_sealed: Option<Duration>,
+    streams_sealed: Option<Latencies>,
     tail: Option<Latencies>,
     disk_bytes: u64,
     /// How long the server took to go quiet after the load.
@@ -139,6 +149,9 @@ async fn main() {
         args.seconds = 1;
         args.stream_reads = 20;
         args.tail_samples = 20;
+        // So few events lie inside the idempotency window: none could be
+        // sealed.
+        args.no_seal = true;
     }
     if let Err(e) = run(args).await {
         eprintln!("cairn-bench: {e:#}");
@@ -281,14 +294,15 @@ async fn load(peer: &dyn Peer, corpus: Corpus) -> Result<(Duration, u64)> {
 /// the corpus first (the store holds exactly the corpus), then appends,
 /// then the tail.
 async fn measure(args: &PeersArgs, peer: Arc<dyn Peer>, corpus: Corpus, r: &mut Results) -> Result<()> {
-    for _ in 0..args.catch_up_runs {
-        let (d, _) = workload::catch_up(&*peer, corpus.total).await?;
-        eprintln!("bench:   catch-up read of {} events: {:.1} s, {:.0} events/s", corpus.total, d.as_secs_f64(), corpus.total as f64 / d.as_secs_f64());
-        r.catch_up = Some(r.catch_up.map_or(d, |best| best.min(d)));
+    let (catch_up, streams) = reads(args, &*peer, corpus).await?;
+    (r.catch_up, r.streams) = (Some(catch_up), Some(streams));
+    if !args.no_seal {
+        if let Some(d) = peer.seal_history().await? {
+            eprintln!("bench:   history sealed into archives in {:.1} s; the reads again", d.as_secs_f64());
+            let (catch_up, streams) = reads(args, &*peer, corpus).await?;
+            (r.sealed, r.catch_up_sealed, r.streams_sealed) = (Some(d), Some(catch_up), Some(streams));
+        }
     }
-    let l = workload::read_streams(&*peer, corpus, args.stream_reads, 7).await?;
-    eprintln!("bench:   {} one-stream reads: {}", args.stream_reads, quantiles(&l));
-    r.streams = Some(l);
     let duration = Duration::from_secs(args.seconds);
     for (i, (label, _, w)) in append_workloads(duration).into_iter().enumerate() {
         let run = workload::append(peer.clone(), w, &format!("a{i}")).await?;
@@ -302,6 +316,19 @@ async fn measure(args: &PeersArgs, peer: Arc<dyn Peer>, corpus: Corpus, r: &mut 
     eprintln!("bench:   tail latency, {} samples: {}", args.tail_samples, quantiles(&l));
     r.tail = Some(l);
     Ok(())
+}
+
+/// The catch-up (the fastest of `catch_up_runs`) and the one-stream reads.
+async fn reads(args: &PeersArgs, peer: &dyn Peer, corpus: Corpus) -> Result<(Duration, Latencies)> {
+    let mut best: Option<Duration> = None;
+    for _ in 0..args.catch_up_runs {
+        let (d, _) = workload::catch_up(peer, corpus.total).await?;
+        eprintln!("bench:   catch-up read of {} events: {:.1} s, {:.0} events/s", corpus.total, d.as_secs_f64(), corpus.total as f64 / d.as_secs_f64());
+        best = Some(best.map_or(d, |b| b.min(d)));
+    }
+    let l = workload::read_streams(peer, corpus, args.stream_reads, 7).await?;
+    eprintln!("bench:   {} one-stream reads: {}", args.stream_reads, quantiles(&l));
+    Ok((best.context("no catch-up run")?, l))
 }
 
 fn quantiles(l: &Latencies) -> String {
@@ -344,6 +371,18 @@ fn build_report(corpus: Corpus, all: &[(System, Results)]) -> Report {
         values: col(&|r| r.catch_up.map(|d| corpus.total as f64 / d.as_secs_f64())),
         plot: Some((Panel::Throughput, "catch-up read")),
     });
+    // The reads again after Cairn sealed its history; a peer has one
+    // layout, so its column is its only measure.
+    let sealed = order.iter().any(|(_, r)| r.sealed.is_some());
+    if sealed {
+        measures.push(Measure {
+            workload: format!("catch-up read of {} events, Cairn's history sealed into archives", corpus.total),
+            unit: "events/s",
+            better: Better::Higher,
+            values: col(&|r| r.catch_up_sealed.or(r.catch_up).map(|d| corpus.total as f64 / d.as_secs_f64())),
+            plot: None,
+        });
+    }
     let lat = |workload: &str, q: f64, unit: &'static str, f: fn(&Results) -> Option<&Latencies>, short: &'static str| Measure {
         workload: workload.to_string(),
         unit,
@@ -365,16 +404,23 @@ fn build_report(corpus: Corpus, all: &[(System, Results)]) -> Report {
     fn streams(r: &Results) -> Option<&Latencies> {
         r.streams.as_ref()
     }
+    fn streams_sealed(r: &Results) -> Option<&Latencies> {
+        r.streams_sealed.as_ref().or(r.streams.as_ref())
+    }
     fn tail(r: &Results) -> Option<&Latencies> {
         r.tail.as_ref()
     }
-    type Rows<'a> = [(&'a str, fn(&Results) -> Option<&Latencies>, [&'static str; 2]); 4];
-    let rows: Rows = [
+    let sealed_label = format!("{stream_label}, Cairn's history sealed into archives");
+    type Rows<'a> = Vec<(&'a str, fn(&Results) -> Option<&Latencies>, [&'static str; 2])>;
+    let mut rows: Rows = vec![
         (one, latency_1, ["append 1c p50", "p99"]),
         (many, latency_64, ["append 64c p50", "p99"]),
         (stream_label.as_str(), streams, ["1 stream p50", "p99"]),
-        (tail_label, tail, ["tail p50", "p99"]),
     ];
+    if sealed {
+        rows.push((sealed_label.as_str(), streams_sealed, ["1 stream, sealed, p50", "p99"]));
+    }
+    rows.push((tail_label, tail, ["tail p50", "p99"]));
     for (label, f, [p50, p99]) in rows {
         measures.push(lat(label, 0.5, "p50 ms", f, p50));
         measures.push(lat(label, 0.99, "p99 ms", f, p99));
@@ -398,6 +444,13 @@ fn build_report(corpus: Corpus, all: &[(System, Results)]) -> Report {
                 d.as_secs_f64(),
                 n as f64 / d.as_secs_f64(),
                 r.settled.as_secs_f64()
+            ));
+        }
+        if let Some(d) = r.sealed {
+            notes.push(format!(
+                "{}: after the first reads, `PUT tiering {{\"seal_before\": <next seq>}}` sealed the corpus into archives (events grouped by stream) in {:.1} s, not measured, all but the newest events (the idempotency window, which stays on segments); the rows \"history sealed\" were read after it, and the peers' values in them are their only layout's",
+                name(*s),
+                d.as_secs_f64()
             ));
         }
     }

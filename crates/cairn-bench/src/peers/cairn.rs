@@ -1,14 +1,20 @@
 //! Cairn over HTTP, through `cairn-client`.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn_client::{Client, ErrorKind, EventData, Expected, Message, Store, StreamRead, Subscription};
+use cairn_client::{Client, ErrorKind, EventData, Expected, Message, Store, StreamRead, Subscription, Tiering};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{Conflict, Corpus, Event, Peer, Read, Session, Tail, EVENT_TYPE};
+
+/// How long sealing may take, and how long nothing may change before it
+/// counts as done.
+const SEAL_LIMIT: Duration = Duration::from_secs(900);
+const SEAL_QUIET: Duration = Duration::from_secs(10);
 
 /// Events per request while loading, and requests in flight.
 const LOAD_BATCH: u64 = 1000;
@@ -80,6 +86,41 @@ impl Peer for Cairn {
             read.add(e.data.len());
         }
         Ok(read)
+    }
+
+    async fn seal_history(&self) -> Result<Option<Duration>> {
+        let start = Instant::now();
+        let next = self.store.info().await?.next_seq;
+        self.store.set_tiering(&Tiering { seal_before: Some(next), seal_after_ms: None }).await?;
+        // Sealing takes whole index objects, never those of the
+        // idempotency window (the newest million events by default), nor
+        // what roll-up has not reached: it is done when no index object is
+        // left, or when nothing has changed for a while.
+        let mut last = None;
+        let mut unchanged_since = Instant::now();
+        loop {
+            let info = self.store.info().await?;
+            if info.index_objects == 0 && info.archives > 0 {
+                return Ok(Some(start.elapsed()));
+            }
+            let now = (info.archives, info.index_objects);
+            if last != Some(now) {
+                eprintln!("bench:     {:.1} s: {} archives, {} index objects, {} segments", start.elapsed().as_secs_f64(), info.archives, info.index_objects, info.segments);
+                last = Some(now);
+                unchanged_since = Instant::now();
+            } else if unchanged_since.elapsed() > SEAL_QUIET {
+                if info.archives == 0 {
+                    // All of it is inside the idempotency window.
+                    eprintln!("bench:   nothing to seal: the corpus lies inside the idempotency window ({} events)", info.idempotency_window);
+                    return Ok(None);
+                }
+                return Ok(Some(unchanged_since - start));
+            }
+            if start.elapsed() > SEAL_LIMIT {
+                anyhow::bail!("sealing the history took over {SEAL_LIMIT:?} ({} archives, {} index objects left)", info.archives, info.index_objects);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn tail(&self, stream: &str) -> Result<Box<dyn Tail>> {

@@ -115,6 +115,15 @@ pub trait Peer: Send + Sync {
 
     /// Follows `stream` from its end: the next events appended to it.
     async fn tail(&self, stream: &str) -> Result<Box<dyn Tail>>;
+
+    /// Moves the loaded history into the layout the system keeps for old
+    /// data, if it has one besides the one it loaded into, and answers how
+    /// long that took. Cairn seals it into archives (events grouped by
+    /// stream), as a store with a tiering policy does; the peers have no
+    /// such step (PostgreSQL's indexes are built as it loads).
+    async fn seal_history(&self) -> Result<Option<std::time::Duration>> {
+        Ok(None)
+    }
 }
 
 #[async_trait]
