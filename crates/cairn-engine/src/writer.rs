@@ -1050,10 +1050,16 @@ impl Writer {
                                 _ => false,
                             })
                             .await;
-                        if r.is_ok() && !self.enforce_waiters.is_empty() {
-                            // On command: go on until nothing more is due.
-                            self.start_truncation();
-                            if self.truncating {
+                        if r.is_ok() {
+                            // Go on until nothing more is due: on command,
+                            // and in the background too, where a quiet
+                            // store has no commit to start the next step.
+                            if self.enforce_waiters.is_empty() {
+                                self.maybe_start_truncation();
+                            } else {
+                                self.start_truncation();
+                            }
+                            if self.truncating && !self.enforce_waiters.is_empty() {
                                 return;
                             }
                         }

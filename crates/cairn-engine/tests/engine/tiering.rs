@@ -8,7 +8,7 @@ use cairn_engine::{AppendCondition, AppendError, Direction, Engine, EngineConfig
 
 use crate::{batch, test_config, Backend, Fixture};
 
-cairn_engine::on_every_backend!(a_sealed_store_reads_as_its_unsealed_twin, sealing_stays_out_of_the_window_and_retention_drops_archives, sealing_and_reading_archives_ride_out_storage_errors);
+cairn_engine::on_every_backend!(a_sealed_store_reads_as_its_unsealed_twin, a_quiet_store_seals_all_it_may_in_the_background, sealing_stays_out_of_the_window_and_retention_drops_archives, sealing_and_reading_archives_ride_out_storage_errors);
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -138,6 +138,35 @@ async fn a_sealed_store_reads_as_its_unsealed_twin(b: Backend) {
         let (a, b) = (e.append("sealed", batch(vec![NewEvent { stream: s.into(), ..NewEvent::json("A", "{}") }])).await.unwrap(), e.append("plain", batch(vec![NewEvent { stream: s.into(), ..NewEvent::json("A", "{}") }])).await.unwrap());
         assert_eq!((a.first_seq, &a.streams), (b.first_seq, &b.streams));
     }
+}
+
+/// A tiering policy set on a store nobody appends to any more is carried
+/// out whole in the background, step after step, as on command: a step is
+/// bounded (four archives' worth), and no commit comes to start the next.
+async fn a_quiet_store_seals_all_it_may_in_the_background(b: Backend) {
+    let fx = Fixture::new(b);
+    let e = fx.engine(config());
+    let n = 400;
+    fill(&e, "quiet", n).await;
+    fill(&e, "commanded", n).await;
+    let all = Tiering { seal_before: Some(i64::MAX as u64), seal_after_ms: None };
+    e.set_tiering("commanded", all.clone()).await.unwrap();
+    e.apply_policies("commanded").await.unwrap();
+    let want = e.store_info("commanded").await.unwrap();
+    assert!(want.archives > 4, "more than one step's worth of archives: {want:?}");
+    e.set_tiering("quiet", all).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = e.store_info("quiet").await.unwrap();
+        if (got.index_objects == want.index_objects && got.archives > 0) || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // (How many archives depends on where the steps fell.)
+    assert_eq!(got.index_objects, want.index_objects, "sealed in the background as on command: {got:?} against {want:?}");
+    assert!(got.archives > 4, "{got:?}");
+    same_reads(&e, "quiet", "commanded", 0, n).await;
 }
 
 async fn sealing_stays_out_of_the_window_and_retention_drops_archives(b: Backend) {
