@@ -254,6 +254,9 @@ async fn bench_tags() {
     measure_tags(&counting, &cold, n, rare, "archives").await;
 }
 
+/// A first-byte latency typical of S3 Standard and Azure Blob (hot).
+const OBJECT_STORAGE_LATENCY: Duration = Duration::from_millis(30);
+
 /// A full scan, the rare tag and the ten-event stream, each on a fresh engine.
 async fn measure_tags(counting: &Arc<cairn_engine::testing::CountingStore>, cold: &impl Fn() -> Arc<Engine>, n: u64, rare: u64, what: &str) {
     let info = cold().store_info("t").await.expect("info");
@@ -311,6 +314,19 @@ async fn measure_tags(counting: &Arc<cairn_engine::testing::CountingStore>, cold
         cold_bytes as f64 / 1024.0,
         warm_bytes as f64 / 1024.0
     );
+    // The same two reads where every request takes as long as on object
+    // storage: what a read costs is then its round trips one after another.
+    let slow = cairn_engine::testing::FaultStore::new(counting.clone(), 7);
+    slow.set(cairn_engine::testing::Faults { fixed_latency: OBJECT_STORAGE_LATENCY, ..Default::default() });
+    let e = Engine::new(slow, EngineConfig { block_cache_bytes: 1 << 20, ..config() });
+    let mut times = Vec::new();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let mut scan = e.read_stream("t", "needle", None, Direction::Forward, Default::default()).await.expect("stream");
+        while scan.next_chunk().await.expect("chunk").is_some() {}
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!("tags ({what}): the same at {} ms a request: cold {:.0} ms, warm {:.0} ms", OBJECT_STORAGE_LATENCY.as_millis(), times[0], times[1]);
     println!(
         "tags ({what}): {n} events in {} archives, {} index objects and {} segments, {rare} tagged flag:rare; full scan {full_req} GETs, {:.1} MiB; tag read ({pages} pages) {tag_req} GETs, {:.2} MiB: {:.2}% of the bytes, {:.1}% of the requests",
         info.archives,

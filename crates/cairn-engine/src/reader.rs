@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use cairn_format::block::{Event, BLOCK_HEADER_LEN};
 use cairn_format::bloom::BloomHash;
-use cairn_format::index::SegmentRef;
-use cairn_format::manifest::{ArchiveRef, Manifest};
+use cairn_format::index::{IndexFooter, SegmentRef, StreamRuns};
+use cairn_format::manifest::{ArchiveRef, IndexRef, Manifest};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::cache::Block;
 use crate::error::{ReadError, StorageError};
@@ -62,11 +62,13 @@ pub(crate) async fn heads(store: &Store, m: &Manifest, names: &[&str]) -> Result
     let hashes: Vec<BloomHash> = names.iter().map(|n| BloomHash::of(n.as_bytes())).collect();
     let mut found: Vec<Option<u64>> = vec![None; names.len()];
     let mut open: Vec<usize> = (0..names.len()).collect();
-    for seg in m.segments.iter().rev() {
-        if open.is_empty() {
-            break;
-        }
-        let f = store.footer(seg).await?;
+    // Newest first, FOOTER_WINDOW footers in flight (a cold node on object
+    // storage would otherwise pay a round trip a segment); what is in
+    // flight when the last head is found is dropped.
+    let asks: Vec<_> = m.segments.iter().rev().map(|seg| store.footer(seg)).collect();
+    let mut footers = futures::stream::iter(asks).buffered(FOOTER_WINDOW);
+    while !open.is_empty() {
+        let Some(f) = footers.try_next().await? else { break };
         open.retain(|&i| match f.stream_hashed(names[i], hashes[i]) {
             Some(s) => {
                 found[i] = Some(s.last_revision());
@@ -117,13 +119,12 @@ struct StreamBlockLoc {
 /// revision (archives hold a count of a stream's events, not revisions:
 /// theirs are counted back from what follows them).
 async fn stream_blocks(store: &Store, m: &Manifest, stream: &str, head: Option<u64>) -> Result<Vec<StreamBlockLoc>, StorageError> {
-    let mut archived = Vec::new();
-    for a in &m.archives {
-        let n = crate::tier::stream_count(store, a, stream).await?;
-        if n > 0 {
-            archived.push((a, n));
-        }
-    }
+    // One directory page an archive (none where its filter rules the
+    // stream out), FOOTER_WINDOW asked at once: on object storage each is
+    // a round trip.
+    let asks: Vec<_> = m.archives.iter().map(|a| crate::tier::stream_count(store, a, stream)).collect();
+    let counts: Vec<u64> = futures::stream::iter(asks).buffered(FOOTER_WINDOW).try_collect().await?;
+    let archived: Vec<(&ArchiveRef, u64)> = m.archives.iter().zip(counts).filter(|(_, n)| *n > 0).collect();
     let mut out = stream_blocks_after_archives(store, m, stream).await?;
     let mut next = out.first().map(|b| b.first_revision).or(head.map(|h| h + 1));
     let mut front = Vec::with_capacity(archived.len());
@@ -139,10 +140,11 @@ async fn stream_blocks(store: &Store, m: &Manifest, stream: &str, head: Option<u
 
 async fn stream_blocks_after_archives(store: &Store, m: &Manifest, stream: &str) -> Result<Vec<StreamBlockLoc>, StorageError> {
     let mut out = Vec::new();
-    for idx in &m.indexes {
-        let f = store.index_footer(idx).await?;
-        let Some(p) = f.page_for(stream) else { continue };
-        let page = store.page(&idx.name, &f.pages[p]).await?;
+    // Every object is asked, FOOTER_WINDOW at a time.
+    let asks: Vec<_> = m.indexes.iter().map(|idx| index_stream_page(store, idx, stream)).collect();
+    let pages: Vec<_> = futures::stream::iter(asks).buffered(FOOTER_WINDOW).try_collect().await?;
+    for (idx, found) in m.indexes.iter().zip(pages) {
+        let Some((f, page)) = found else { continue };
         let Ok(i) = page.binary_search_by(|s| s.name.as_str().cmp(stream)) else { continue };
         for run in &page[i].runs {
             let seg = f
@@ -155,8 +157,9 @@ async fn stream_blocks_after_archives(store: &Store, m: &Manifest, stream: &str)
             }
         }
     }
-    for seg in &m.segments {
-        let f = store.footer(seg).await?;
+    let asks: Vec<_> = m.segments.iter().map(|seg| store.footer(seg)).collect();
+    let footers: Vec<_> = futures::stream::iter(asks).buffered(FOOTER_WINDOW).try_collect().await?;
+    for (seg, f) in m.segments.iter().zip(footers) {
         let Some(s) = f.stream(stream) else { continue };
         let name: Arc<str> = seg.name.as_str().into();
         for b in &s.blocks {
@@ -165,6 +168,15 @@ async fn stream_blocks_after_archives(store: &Store, m: &Manifest, stream: &str)
         }
     }
     Ok(out)
+}
+
+/// An index object's footer and the directory page that would hold
+/// `stream` (none where its filter rules the stream out).
+async fn index_stream_page(store: &Store, idx: &IndexRef, stream: &str) -> Result<Option<(Arc<IndexFooter>, Arc<Vec<StreamRuns>>)>, StorageError> {
+    let f = store.index_footer(idx).await?;
+    let Some(p) = f.page_for(stream) else { return Ok(None) };
+    let page = store.page(&idx.name, &f.pages[p]).await?;
+    Ok(Some((f, page)))
 }
 
 /// Up to `n` events of `stream` from revision `from`, forwards.
@@ -624,6 +636,10 @@ type BlockTask = tokio::task::JoinHandle<Result<Vec<(u32, Event)>, StorageError>
 
 /// The most blocks a stream read fetches at once.
 const STREAM_READ_AHEAD: usize = 16;
+
+/// Footers (and directory pages) a stream read or head look-up fetches at
+/// once.
+const FOOTER_WINDOW: usize = 16;
 
 impl Drop for StreamScan {
     fn drop(&mut self) {
