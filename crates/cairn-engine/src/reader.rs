@@ -467,12 +467,20 @@ impl StoreScan {
                         if let Some(b) = store.shared.caches.block(&key, 0) {
                             return Ok((a.end_seq - b.len() as u64, vec![b], a.end_seq));
                         }
-                        let evs = crate::tier::all(&store, a).await?;
-                        let base = evs.first().map_or(a.first_seq, |e| e.seq);
-                        let events = evs.into_iter().map(|e| e.event).collect();
-                        let block = Arc::new(Block::new(events, 0));
-                        store.shared.caches.put_block(key, 0, block.clone());
-                        Ok((base, vec![block], a.end_seq))
+                        // Decoding a whole archive is a long piece of CPU
+                        // work: on a task of its own it runs beside the
+                        // streaming of what comes before it, not within it.
+                        let (store, a) = (store.clone(), a.clone());
+                        let task = tokio::spawn(async move {
+                            let evs = crate::tier::all(&store, &a).await?;
+                            let base = evs.first().map_or(a.first_seq, |e| e.seq);
+                            let events = evs.into_iter().map(|e| e.event).collect();
+                            let block = Arc::new(Block::new(events, 0));
+                            store.shared.caches.put_block(key, 0, block.clone());
+                            Ok((base, vec![block], a.end_seq))
+                        });
+                        let _abort = AbortOnDrop(task.abort_handle());
+                        task.await.map_err(|e| StorageError::Backend(format!("an archive read failed: {e}")))?
                     }
                     Some((k, v)) => {
                         let evs = crate::tier::tagged(&store, a, k, v).await?;
@@ -636,6 +644,15 @@ type BlockTask = tokio::task::JoinHandle<Result<Vec<(u32, Event)>, StorageError>
 
 /// The most blocks a stream read fetches at once.
 const STREAM_READ_AHEAD: usize = 16;
+
+/// Stops a task when the read that awaits it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Footers (and directory pages) a stream read or head look-up fetches at
 /// once.
