@@ -65,8 +65,7 @@ pub(crate) async fn heads(store: &Store, m: &Manifest, names: &[&str]) -> Result
     // Newest first, FOOTER_WINDOW footers in flight (a cold node on object
     // storage would otherwise pay a round trip a segment); what is in
     // flight when the last head is found is dropped.
-    let asks: Vec<_> = m.segments.iter().rev().map(|seg| store.footer(seg)).collect();
-    let mut footers = futures::stream::iter(asks).buffered(FOOTER_WINDOW);
+    let mut footers = windowed(m.segments.iter().rev().map(|seg| store.footer(seg)));
     while !open.is_empty() {
         let Some(f) = footers.try_next().await? else { break };
         open.retain(|&i| match f.stream_hashed(names[i], hashes[i]) {
@@ -122,8 +121,7 @@ async fn stream_blocks(store: &Store, m: &Manifest, stream: &str, head: Option<u
     // One directory page an archive (none where its filter rules the
     // stream out), FOOTER_WINDOW asked at once: on object storage each is
     // a round trip.
-    let asks: Vec<_> = m.archives.iter().map(|a| crate::tier::stream_count(store, a, stream)).collect();
-    let counts: Vec<u64> = futures::stream::iter(asks).buffered(FOOTER_WINDOW).try_collect().await?;
+    let counts: Vec<u64> = windowed(m.archives.iter().map(|a| crate::tier::stream_count(store, a, stream))).try_collect().await?;
     let archived: Vec<(&ArchiveRef, u64)> = m.archives.iter().zip(counts).filter(|(_, n)| *n > 0).collect();
     let mut out = stream_blocks_after_archives(store, m, stream).await?;
     let mut next = out.first().map(|b| b.first_revision).or(head.map(|h| h + 1));
@@ -141,8 +139,7 @@ async fn stream_blocks(store: &Store, m: &Manifest, stream: &str, head: Option<u
 async fn stream_blocks_after_archives(store: &Store, m: &Manifest, stream: &str) -> Result<Vec<StreamBlockLoc>, StorageError> {
     let mut out = Vec::new();
     // Every object is asked, FOOTER_WINDOW at a time.
-    let asks: Vec<_> = m.indexes.iter().map(|idx| index_stream_page(store, idx, stream)).collect();
-    let pages: Vec<_> = futures::stream::iter(asks).buffered(FOOTER_WINDOW).try_collect().await?;
+    let pages: Vec<_> = windowed(m.indexes.iter().map(|idx| index_stream_page(store, idx, stream))).try_collect().await?;
     for (idx, found) in m.indexes.iter().zip(pages) {
         let Some((f, page)) = found else { continue };
         let Ok(i) = page.binary_search_by(|s| s.name.as_str().cmp(stream)) else { continue };
@@ -157,8 +154,7 @@ async fn stream_blocks_after_archives(store: &Store, m: &Manifest, stream: &str)
             }
         }
     }
-    let asks: Vec<_> = m.segments.iter().map(|seg| store.footer(seg)).collect();
-    let footers: Vec<_> = futures::stream::iter(asks).buffered(FOOTER_WINDOW).try_collect().await?;
+    let footers: Vec<_> = windowed(m.segments.iter().map(|seg| store.footer(seg))).try_collect().await?;
     for (seg, f) in m.segments.iter().zip(footers) {
         let Some(s) = f.stream(stream) else { continue };
         let name: Arc<str> = seg.name.as_str().into();
@@ -657,6 +653,14 @@ impl Drop for AbortOnDrop {
 /// Footers (and directory pages) a stream read or head look-up fetches at
 /// once.
 const FOOTER_WINDOW: usize = 16;
+
+/// `asks`, [`FOOTER_WINDOW`] in flight at a time, answered in order. They
+/// are gathered first: the stream then holds only the futures, not the
+/// closure that made them (which would keep the caller's future from
+/// being `Send`).
+fn windowed<F: std::future::Future>(asks: impl Iterator<Item = F>) -> futures::stream::Buffered<futures::stream::Iter<std::vec::IntoIter<F>>> {
+    futures::stream::iter(asks.collect::<Vec<_>>()).buffered(FOOTER_WINDOW)
+}
 
 impl Drop for StreamScan {
     fn drop(&mut self) {
