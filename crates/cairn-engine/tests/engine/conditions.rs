@@ -109,14 +109,22 @@ async fn concurrent_writers_on_three_nodes_never_overbook(b: Backend) {
     let fx = Fixture::new(b);
     let nodes: Vec<Arc<Engine>> = (0..3).map(|_| fx.engine(small_config())).collect();
     nodes[0].create_store("c").await.unwrap();
+    // Every student looks once before any of them appends: the race is
+    // certain, whatever the scheduling (a fast node could otherwise serve
+    // them one after another).
+    let looked = Arc::new(tokio::sync::Barrier::new(12));
     let mut tasks = Vec::new();
     for s in 0..12 {
         let e = nodes[s % 3].clone();
+        let looked = looked.clone();
         tasks.push(tokio::spawn(async move {
             let mut tries = 0;
             loop {
                 tries += 1;
                 let (taken, after) = look(&e).await;
+                if tries == 1 {
+                    looked.wait().await;
+                }
                 if taken >= SEATS {
                     return (false, tries);
                 }
