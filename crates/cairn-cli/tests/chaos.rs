@@ -330,19 +330,41 @@ fn engine_config() -> EngineConfig {
     }
 }
 
-/// One writer through one node until `deadline`. Blind writers append to a
+/// Whether every kind of fault the campaign is about has been injected at
+/// least once, over all nodes' stores. A slow backend (Azurite on a busy CI
+/// machine) may see too few creates in the nominal time for a 5% fault to
+/// come up, so the writers run on until it has.
+fn every_fault_seen(injectors: &[Arc<FaultStore>]) -> bool {
+    let seen = |f: fn(&cairn_engine::testing::FaultCounts) -> &std::sync::atomic::AtomicU64| injectors.iter().any(|i| f(&i.counts).load(Ordering::Relaxed) > 0);
+    seen(|c| &c.errors) && seen(|c| &c.slow_acks) && seen(|c| &c.landed_then_error)
+}
+
+/// One writer through one node until `deadline`, and on (up to `cap`)
+/// until `enough()` says every fault has been seen. Blind writers append to a
 /// shared stream with `any`; CAS writers read the head and append with it
 /// as the expected revision, so the nodes race on the same streams.
 /// Returns every batch with its fate, and how many acknowledgements were
 /// of a retry whose earlier attempt had landed (`deduplicated`).
-async fn fault_writer(client: Client, node: usize, w: usize, cas: bool, salt: u64, deadline: Instant) -> (Vec<(Batch, Fate, Vec<EventData>)>, usize) {
+async fn fault_writer(
+    client: Client,
+    node: usize,
+    w: usize,
+    cas: bool,
+    salt: u64,
+    (deadline, cap): (Instant, Instant),
+    enough: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> (Vec<(Batch, Fate, Vec<EventData>)>, usize) {
     let store = client.store("k");
     let mut out = Vec::new();
     let mut dedup = 0;
     let deduplicated = &mut dedup;
     let mut n = 0;
     let writer = node * 100 + w + if cas { 50 } else { 0 };
-    while Instant::now() < deadline {
+    loop {
+        let now = Instant::now();
+        if now >= cap || (now >= deadline && enough()) {
+            break;
+        }
         n += 1;
         let stream = format!("{}-{}", if cas { "cas" } else { "blind" }, (node + w + n) % SHARED_STREAMS);
         let expected = if cas {
@@ -400,10 +422,15 @@ async fn three_nodes_under_storage_faults(b: Backend) {
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
+    let cap = started + Duration::from_secs(4 * secs);
+    let enough: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let injectors = injectors.clone();
+        Arc::new(move || every_fault_seen(&injectors))
+    };
     let mut tasks = Vec::new();
     for node in 0..NODES {
         for w in 0..BLIND_PER_NODE + CAS_PER_NODE {
-            tasks.push(tokio::spawn(fault_writer(client(node), node, w, w >= BLIND_PER_NODE, seed, deadline)));
+            tasks.push(tokio::spawn(fault_writer(client(node), node, w, w >= BLIND_PER_NODE, seed, (deadline, cap), enough.clone())));
         }
     }
     let mut sent = Vec::new();
@@ -413,6 +440,7 @@ async fn three_nodes_under_storage_faults(b: Backend) {
         sent.extend(batches);
         client_dedup += d;
     }
+    let ran_for = started.elapsed();
     for f in &injectors {
         f.set(Faults::default());
     }
@@ -464,7 +492,14 @@ async fn three_nodes_under_storage_faults(b: Backend) {
     assert!(by_kind["errors"] > 0 && by_kind["late acks"] > 0 && by_kind["landed then error"] > 0, "faults were injected: {by_kind:?}");
     assert!(t.acked_batches > 50, "the workload ran: {t:?}");
     eprintln!(
-        "storage faults on {b:?}: {NODES} nodes, {secs} s; storage {by_kind:?}; {} batches sent, {} acknowledged ({} events), {} refused with 409; {client_dedup} acknowledged on a retry by the client after a lost answer (deduplicated: the first attempt had landed); {} left unknown and retried after the faults ({deduplicated} of them had landed); {} events in {} streams, identical on every node; lost 0, duplicated 0",
-        t.batches, t.acked_batches, t.acked_events, t.refused, unknown, t.stored_events, t.streams,
+        "storage faults on {b:?}: {NODES} nodes, {:.1} s; storage {by_kind:?}; {} batches sent, {} acknowledged ({} events), {} refused with 409; {client_dedup} acknowledged on a retry by the client after a lost answer (deduplicated: the first attempt had landed); {} left unknown and retried after the faults ({deduplicated} of them had landed); {} events in {} streams, identical on every node; lost 0, duplicated 0",
+        ran_for.as_secs_f64(),
+        t.batches,
+        t.acked_batches,
+        t.acked_events,
+        t.refused,
+        unknown,
+        t.stored_events,
+        t.streams,
     );
 }
