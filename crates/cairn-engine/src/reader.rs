@@ -468,9 +468,7 @@ impl StoreScan {
                         // streaming of what comes before it, not within it.
                         let (store, a) = (store.clone(), a.clone());
                         let task = tokio::spawn(async move {
-                            let evs = crate::tier::all(&store, &a).await?;
-                            let base = evs.first().map_or(a.first_seq, |e| e.seq);
-                            let events = evs.into_iter().map(|e| e.event).collect();
+                            let (base, events) = crate::tier::all(&store, &a).await?;
                             let block = Arc::new(Block::new(events, 0));
                             store.shared.caches.put_block(key, 0, block.clone());
                             Ok((base, vec![block], a.end_seq))

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_archive::{Archive, ArchiveError, ArchiveOptions, ArchivedEvent, Direction, Key};
+use cairn_format::block::Event;
 use cairn_format::manifest::{ArchiveRef, Manifest};
 
 use crate::error::{ReadError, StorageError};
@@ -82,31 +83,66 @@ pub(crate) async fn open(store: &Store, a: &ArchiveRef) -> Result<Arc<Archive>, 
     Ok(x)
 }
 
-/// Every event of the archive, in seq order, checked to be gap-free.
-pub(crate) async fn all(store: &Store, a: &ArchiveRef) -> Result<Vec<ArchivedEvent>, StorageError> {
+/// Every event of the archive in seq order, checked to be gap-free, and the
+/// seq of the first. Each event goes to its place as its block is decoded,
+/// so a whole archive is held once, not once as read and again as ordered.
+pub(crate) async fn all(store: &Store, a: &ArchiveRef) -> Result<(u64, Vec<Event>), StorageError> {
     let x = open(store, a).await?;
-    let evs = retried(store, &a.name, || {
+    let first = x.footer().first_seq;
+    let events = retried(store, &a.name, || {
         let x = x.clone();
-        async move { x.scan_all(Direction::Forward).collect().await }
+        async move {
+            let mut order = SeqOrder::new(first, a.end_seq)?;
+            let mut scan = x.scan_all(Direction::Forward);
+            while let Some(chunk) = scan.next_chunk().await? {
+                for e in chunk {
+                    order.place(e)?;
+                }
+            }
+            order.finish()
+        }
     })
     .await?;
-    in_seq_order(evs, x.footer().first_seq, a.end_seq, &a.name)
+    Ok((first, events))
 }
 
-/// An archive's events (in its own order) in seq order, checked to be
-/// exactly `first..end`. Seqs are dense, so each event goes straight to its
-/// place: a sort would move each of a million events some twenty times.
-fn in_seq_order(evs: Vec<ArchivedEvent>, first: u64, end: u64, name: &str) -> Result<Vec<ArchivedEvent>, StorageError> {
-    let gaps = || StorageError::Corrupt(format!("{name}: the archive's seqs have gaps"));
-    let n = end.checked_sub(first).and_then(|n| usize::try_from(n).ok()).filter(|n| *n == evs.len()).ok_or_else(gaps)?;
-    let mut slots: Vec<Option<ArchivedEvent>> = std::iter::repeat_with(|| None).take(n).collect();
-    for e in evs {
-        let slot = e.seq.checked_sub(first).and_then(|i| usize::try_from(i).ok()).and_then(|i| slots.get_mut(i)).ok_or_else(gaps)?;
-        if slot.replace(e).is_some() {
-            return Err(gaps());
+/// [`all`], each event with its seq.
+async fn all_with_seqs(store: &Store, a: &ArchiveRef) -> Result<Vec<ArchivedEvent>, StorageError> {
+    let (first, events) = all(store, a).await?;
+    Ok(events.into_iter().zip(first..).map(|(event, seq)| ArchivedEvent { seq, event }).collect())
+}
+
+/// An archive's events (in its own order) put in seq order and checked to
+/// be exactly `first..end`. Seqs are dense, so each event goes straight to
+/// its slot: a sort would move each of a million events some twenty times.
+struct SeqOrder {
+    first: u64,
+    slots: Vec<Option<Event>>,
+}
+
+impl SeqOrder {
+    fn new(first: u64, end: u64) -> Result<Self, ArchiveError> {
+        let n = end.checked_sub(first).and_then(|n| usize::try_from(n).ok()).ok_or_else(gaps)?;
+        // The count is the manifest's and was checked against the footer's
+        // when the archive opened; a slot is the size of an event.
+        Ok(SeqOrder { first, slots: std::iter::repeat_with(|| None).take(n).collect() })
+    }
+
+    fn place(&mut self, e: ArchivedEvent) -> Result<(), ArchiveError> {
+        let slot = e.seq.checked_sub(self.first).and_then(|i| usize::try_from(i).ok()).and_then(|i| self.slots.get_mut(i)).ok_or_else(gaps)?;
+        match slot.replace(e.event) {
+            None => Ok(()),
+            Some(_) => Err(gaps()),
         }
     }
-    slots.into_iter().collect::<Option<Vec<_>>>().ok_or_else(gaps)
+
+    fn finish(self) -> Result<Vec<Event>, ArchiveError> {
+        self.slots.into_iter().collect::<Option<Vec<_>>>().ok_or_else(gaps)
+    }
+}
+
+fn gaps() -> ArchiveError {
+    ArchiveError::Invalid("the archive's seqs have gaps".into())
 }
 
 /// The events of the archive tagged `k`=`v`, in seq order: from its
@@ -121,7 +157,7 @@ pub(crate) async fn tagged(store: &Store, a: &ArchiveRef, k: &str, v: &str) -> R
         })
         .await?
     } else {
-        all(store, a).await?
+        all_with_seqs(store, a).await?
     };
     evs.retain(|e| e.event.tags.iter().any(|(a, b)| a == k && b == v));
     evs.sort_unstable_by_key(|e| e.seq);
@@ -174,7 +210,7 @@ pub(crate) async fn first_match(store: &Store, a: &ArchiveRef, from: u64, to: u6
         let mut candidates = Vec::new();
         if by.is_empty() {
             if whole.is_none() {
-                whole = Some(all(store, a).await?);
+                whole = Some(all_with_seqs(store, a).await?);
             }
         } else {
             for (key, value) in &by {
@@ -315,15 +351,26 @@ pub(crate) async fn seal(store: &Arc<Store>, m: &Manifest, now_ms: i64) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_format::block::Event;
 
     fn ev(seq: u64) -> ArchivedEvent {
         let event = Event { stream: "s".into(), revision: seq, event_type: "T".into(), timestamp: 0, id: None, tags: Vec::new(), binary: false, data: Bytes::new() };
         ArchivedEvent { seq, event }
     }
 
-    fn seqs(r: Result<Vec<ArchivedEvent>, StorageError>) -> Result<Vec<u64>, String> {
-        r.map(|v| v.iter().map(|e| e.seq).collect()).map_err(|e| e.to_string())
+    /// The events placed one by one, then their revisions (= their seqs).
+    fn in_seq_order(evs: Vec<ArchivedEvent>, first: u64, end: u64, name: &str) -> Result<Vec<Event>, StorageError> {
+        let placed = || -> Result<Vec<Event>, ArchiveError> {
+            let mut order = SeqOrder::new(first, end)?;
+            for e in evs {
+                order.place(e)?;
+            }
+            order.finish()
+        };
+        placed().map_err(|e| storage(name, e))
+    }
+
+    fn seqs(r: Result<Vec<Event>, StorageError>) -> Result<Vec<u64>, String> {
+        r.map(|v| v.iter().map(|e| e.revision).collect()).map_err(|e| e.to_string())
     }
 
     #[test]
