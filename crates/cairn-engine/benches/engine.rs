@@ -495,6 +495,29 @@ async fn bench_memory() {
     println!("{} (store holds {:.2} GB on disk)", String::from_utf8_lossy(&out.stdout).trim(), stored as f64 / 1e9);
 }
 
+/// A store of small events read in seq order from a fresh process, as
+/// loaded and again after its history was sealed into archives: an
+/// archive is ordered by stream, so the sealed read puts a whole archive
+/// in seq order, and this measures what that holds in memory.
+async fn bench_memory_sealed() {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let n = std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000_000u64);
+    let engine = Engine::new(local(dir.path()), config());
+    engine.create_store("b").await.expect("create");
+    append_load(&engine, "b", n, 1000, 4, 100, 30_000).await;
+    let exe = std::env::current_exe().expect("exe");
+    let child = || {
+        let out = std::process::Command::new(&exe).args(["scan-child", dir.path().to_str().unwrap_or_default()]).output().expect("child");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    println!("memory, 100 B events in 30,000 streams, on segments: {}", child());
+    engine.set_tiering("b", cairn_engine::Tiering { seal_before: Some(i64::MAX as u64), seal_after_ms: None }).await.expect("tiering");
+    engine.apply_policies("b").await.expect("seal");
+    let info = engine.store_info("b").await.expect("info");
+    engine.shutdown().await;
+    println!("memory, the same sealed into {} archives ({} index objects, {} segments left): {}", info.archives, info.index_objects, info.segments, child());
+}
+
 fn walk(p: &std::path::Path) -> u64 {
     std::fs::read_dir(p).map_or(0, |rd| {
         rd.flatten()
@@ -602,6 +625,9 @@ fn main() {
         }
         if on("memory") {
             bench_memory().await;
+        }
+        if on("memory-sealed") {
+            bench_memory_sealed().await;
         }
         if on("conditions") {
             bench_conditions().await;
