@@ -92,7 +92,7 @@ pub(crate) async fn all(store: &Store, a: &ArchiveRef) -> Result<(u64, Vec<Event
     let events = retried(store, &a.name, || {
         let x = x.clone();
         async move {
-            let mut order = SeqOrder::new(first, a.end_seq)?;
+            let mut order = SeqOrder::new(first, a.end_seq, x.footer().event_count)?;
             let mut scan = x.scan_all(Direction::Forward);
             while let Some(chunk) = scan.next_chunk().await? {
                 for e in chunk {
@@ -121,10 +121,11 @@ struct SeqOrder {
 }
 
 impl SeqOrder {
-    fn new(first: u64, end: u64) -> Result<Self, ArchiveError> {
-        let n = end.checked_sub(first).and_then(|n| usize::try_from(n).ok()).ok_or_else(gaps)?;
-        // The count is the manifest's and was checked against the footer's
-        // when the archive opened; a slot is the size of an event.
+    /// `count`: the events the archive's footer says it holds, which its
+    /// blocks were checked to add up to. A range that disagrees is refused
+    /// before anything is allocated for it.
+    fn new(first: u64, end: u64, count: u64) -> Result<Self, ArchiveError> {
+        let n = end.checked_sub(first).filter(|n| *n == count).and_then(|n| usize::try_from(n).ok()).ok_or_else(gaps)?;
         Ok(SeqOrder { first, slots: std::iter::repeat_with(|| None).take(n).collect() })
     }
 
@@ -360,7 +361,7 @@ mod tests {
     /// The events placed one by one, then their revisions (= their seqs).
     fn in_seq_order(evs: Vec<ArchivedEvent>, first: u64, end: u64, name: &str) -> Result<Vec<Event>, StorageError> {
         let placed = || -> Result<Vec<Event>, ArchiveError> {
-            let mut order = SeqOrder::new(first, end)?;
+            let mut order = SeqOrder::new(first, end, evs.len() as u64)?;
             for e in evs {
                 order.place(e)?;
             }
@@ -382,5 +383,13 @@ mod tests {
             let r = seqs(in_seq_order(bad.iter().copied().map(ev).collect(), first, end, "a"));
             assert!(r.as_ref().is_err_and(|m| m.contains("gaps")), "{bad:?} in {first}..{end}: {r:?}");
         }
+        // Fewer events than the footer's count leave a slot empty.
+        let mut short = SeqOrder::new(10, 13, 3).unwrap();
+        short.place(ev(10)).unwrap();
+        short.place(ev(12)).unwrap();
+        assert!(short.finish().is_err());
+        // A range the count disagrees with is refused before its slots are
+        // allocated (a corrupt footer cannot ask for 2^40 of them).
+        assert!(SeqOrder::new(0, 1 << 40, 5).is_err());
     }
 }
