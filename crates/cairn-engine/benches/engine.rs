@@ -53,6 +53,11 @@ fn config() -> EngineConfig {
     EngineConfig { gc_interval: None, block_cache_bytes: 2 << 30, meta_cache_bytes: 256 << 20, ..EngineConfig::default() }
 }
 
+/// The corpus size of a scenario: `CAIRN_BENCH_EVENTS`, else `default`.
+fn bench_events(default: u64) -> u64 {
+    std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 - 1.0) * p) as usize]
@@ -167,7 +172,7 @@ async fn bench_conditions() {
 /// Retention on a store of `n` events in 100,000 streams (rolled up as it
 /// grows): truncating half of it, what that costs and what it gives back.
 async fn bench_retention() {
-    let n: u64 = std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n = bench_events(1_000_000);
     let dir = tempfile::tempdir_in(bench_dir()).expect("dir");
     let cfg = EngineConfig { retired_grace: Duration::ZERO, manifest_retention: Duration::ZERO, ..config() };
     let engine = Engine::new(local(dir.path()), cfg.clone());
@@ -177,13 +182,7 @@ async fn bench_retention() {
         engine.append("r", AppendBatch { events, expected: vec![], condition: None }).await.expect("fill");
     }
     let before = engine.store_info("r").await.expect("info");
-    let disk = |p: &std::path::Path| -> u64 {
-        fn walk(p: &std::path::Path) -> u64 {
-            std::fs::read_dir(p).map_or(0, |d| d.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) }).sum())
-        }
-        walk(p)
-    };
-    let disk_before = disk(dir.path());
+    let disk_before = walk(dir.path());
     let t = Instant::now();
     engine.set_retention("r", cairn_engine::Retention { truncate_before: Some(n / 2), max_age_ms: None }).await.expect("set");
     let set = t.elapsed();
@@ -191,7 +190,7 @@ async fn bench_retention() {
     let enforced = t.elapsed();
     let gc = engine.gc("r").await.expect("gc");
     let info = engine.store_info("r").await.expect("info");
-    let disk_after = disk(dir.path());
+    let disk_after = walk(dir.path());
     // An append right after, and a read of what is kept.
     let t2 = Instant::now();
     engine.append("r", AppendBatch::one_stream("order-1", vec![NewEvent::json("T", "{}")])).await.expect("append");
@@ -217,7 +216,7 @@ async fn bench_retention() {
 }
 
 async fn bench_tags() {
-    let n: u64 = std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n = bench_events(1_000_000);
     let counting = cairn_engine::testing::CountingStore::new(Arc::new(object_store::memory::InMemory::new()));
     // A short idempotency window, so that history can be sealed.
     let config = || EngineConfig { idempotency_window: 10_000, ..config() };
@@ -501,7 +500,7 @@ async fn bench_memory() {
 /// in seq order, and this measures what that holds in memory.
 async fn bench_memory_sealed() {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-    let n = std::env::var("CAIRN_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000_000u64);
+    let n = bench_events(3_000_000);
     let engine = Engine::new(local(dir.path()), config());
     engine.create_store("b").await.expect("create");
     append_load(&engine, "b", n, 1000, 4, 100, 30_000).await;

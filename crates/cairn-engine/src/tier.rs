@@ -106,10 +106,11 @@ pub(crate) async fn all(store: &Store, a: &ArchiveRef) -> Result<(u64, Vec<Event
     Ok((first, events))
 }
 
-/// [`all`], each event with its seq.
-async fn all_with_seqs(store: &Store, a: &ArchiveRef) -> Result<Vec<ArchivedEvent>, StorageError> {
+/// The events of [`all`] that `keep` keeps, each with its seq (in seq
+/// order): the rest are dropped as they are paired, not copied.
+async fn all_where(store: &Store, a: &ArchiveRef, keep: impl Fn(u64, &Event) -> bool) -> Result<Vec<ArchivedEvent>, StorageError> {
     let (first, events) = all(store, a).await?;
-    Ok(events.into_iter().zip(first..).map(|(event, seq)| ArchivedEvent { seq, event }).collect())
+    Ok(events.into_iter().zip(first..).filter(|(e, seq)| keep(*seq, e)).map(|(event, seq)| ArchivedEvent { seq, event }).collect())
 }
 
 /// An archive's events (in its own order) put in seq order and checked to
@@ -151,16 +152,16 @@ fn gaps() -> ArchiveError {
 pub(crate) async fn tagged(store: &Store, a: &ArchiveRef, k: &str, v: &str) -> Result<Vec<ArchivedEvent>, StorageError> {
     let x = open(store, a).await?;
     let key = Key::Tag(k.to_string());
-    let mut evs = if x.footer().indexes.contains(&key) {
-        retried(store, &a.name, || {
-            let (x, key) = (x.clone(), key.clone());
-            async move { x.scan_value(&key, v, Direction::Forward).await?.collect().await }
-        })
-        .await?
-    } else {
-        all_with_seqs(store, a).await?
-    };
-    evs.retain(|e| e.event.tags.iter().any(|(a, b)| a == k && b == v));
+    let has = |e: &Event| e.tags.iter().any(|(a, b)| a == k && b == v);
+    if !x.footer().indexes.contains(&key) {
+        return all_where(store, a, |_, e| has(e)).await;
+    }
+    let mut evs = retried(store, &a.name, || {
+        let (x, key) = (x.clone(), key.clone());
+        async move { x.scan_value(&key, v, Direction::Forward).await?.collect().await }
+    })
+    .await?;
+    evs.retain(|e| has(&e.event));
     evs.sort_unstable_by_key(|e| e.seq);
     Ok(evs)
 }
@@ -211,7 +212,7 @@ pub(crate) async fn first_match(store: &Store, a: &ArchiveRef, from: u64, to: u6
         let mut candidates = Vec::new();
         if by.is_empty() {
             if whole.is_none() {
-                whole = Some(all_with_seqs(store, a).await?);
+                whole = Some(all_where(store, a, |seq, _| seq >= from && seq < to).await?);
             }
         } else {
             for (key, value) in &by {
