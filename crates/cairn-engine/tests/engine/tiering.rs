@@ -333,3 +333,28 @@ async fn a_tag_read_over_segments_fetches_their_cores_only() {
     assert_eq!(store_read(&cold, "c", 0, None, None).await.unwrap().len(), 4_000);
     assert_eq!(store_read(&cold, "c", 0, Some(("k", "1")), None).await.unwrap().len(), (0..4_000).filter(|i| i % 3 == 1).count());
 }
+
+/// An archive indexes its 32 most frequent tag keys: a read of a key it
+/// does not index decodes the whole archive and keeps the key's events,
+/// exactly those, in seq order.
+#[tokio::test]
+async fn a_tag_key_no_archive_indexes_is_read_from_whole_archives() {
+    let fx = Fixture::new(Backend::Memory);
+    let e = fx.engine(config());
+    e.create_store("w").await.unwrap();
+    // 40 keys as frequent as each other, one on every event: 8 of them are
+    // not indexed in an archive of 40 events.
+    let wide = |i: u64| NewEvent { stream: format!("s{}", i % 10), tags: vec![(format!("key{}", i % 40), ((i / 40) % 2).to_string())], ..NewEvent::json("A", "{}") };
+    for c in 0..30 {
+        e.append("w", batch((c * 10..c * 10 + 10).map(wide).collect())).await.unwrap();
+    }
+    e.set_tiering("w", Tiering { seal_before: Some(i64::MAX as u64), seal_after_ms: None }).await.unwrap();
+    e.apply_policies("w").await.unwrap();
+    assert!(e.store_info("w").await.unwrap().archives >= 3);
+    let cold = fx.engine(config());
+    for k in 0..40u64 {
+        let got: Vec<u64> = store_read(&cold, "w", 0, Some((&format!("key{k}"), "1")), None).await.unwrap().iter().map(|r| r.seq).collect();
+        let want: Vec<u64> = (0..300).filter(|i| i % 40 == k && (i / 40) % 2 == 1).collect();
+        assert_eq!(got, want, "key{k}");
+    }
+}
